@@ -1,0 +1,229 @@
+"""Image classification datasets: a class-per-folder tree and PaddleClas-style list files."""
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tarfile
+import tempfile
+
+import numpy as np
+from paddle.io import Dataset
+
+from paddlevision.image import IMG_EXTENSIONS, ImageDecodeError, has_image_extension, load_image
+
+__all__ = ["ImageFolder", "ListDataset", "collate_skip_bad", "extract_lite_data"]
+
+logger = logging.getLogger(__name__)
+
+
+def _seed_global_rngs(seed, epoch, index):
+    """Seed Python's and numpy's global RNGs from (seed, epoch, index) alone.
+
+    The transforms draw from the global ``random`` module; seeding per sample makes a
+    sample's augmentation independent of which worker or process loads it and in which
+    order. sha256 rather than ``hash()`` because string hashing is salted per process.
+    """
+    digest = hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()
+    sample_seed = int.from_bytes(digest[:8], "little")
+    random.seed(sample_seed)
+    np.random.seed(sample_seed % 2**32)
+
+
+class _ImageSampleDataset(Dataset):
+    """Loading, skipping and seeding shared by :class:`ImageFolder` and :class:`ListDataset`.
+
+    Subclasses set ``samples`` (list of ``(path, label)``), ``classes`` and ``class_to_idx``.
+    """
+
+    def __init__(self, transform, skip_bad_images, seed):
+        super().__init__()
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def targets(self):
+        return [label for _, label in self.samples]
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose augmentation ``__getitem__`` reproduces when seeded."""
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        """Return ``(transform(image), label)``, or ``None`` for an unreadable image when
+        ``skip_bad_images`` is set (see :func:`collate_skip_bad`)."""
+        path, label = self.samples[index]
+        try:
+            image = load_image(path)
+        except ImageDecodeError as exc:
+            if not self.skip_bad_images:
+                raise
+            logger.warning("skipping unreadable image (sample %d): %s", index, exc)
+            return None
+        if self.seed is not None:
+            _seed_global_rngs(self.seed, self.epoch, index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+
+class ImageFolder(_ImageSampleDataset):
+    """Images arranged as ``root/<class>/**/<image>``, with torchvision's semantics.
+
+    Classes are the sorted sub-directory names of ``root``, and a class directory with
+    no images is kept, so that label indices stay aligned with the full class list (for
+    example a validation split that lacks some classes). Images are found recursively,
+    in sorted order, by extension (:data:`~paddlevision.image.IMG_EXTENSIONS`, any case,
+    so ImageNet's ``.JPEG`` counts). Unlike torchvision, hidden files and directories
+    (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are ignored.
+
+    Args:
+        root: the dataset directory.
+        transform: callable applied to the RGB ``PIL.Image``.
+        skip_bad_images: return ``None`` for an image that cannot be decoded, and log a
+            warning, instead of raising :class:`~paddlevision.image.ImageDecodeError`.
+        seed: if not ``None``, the RNGs are seeded from ``(seed, epoch, index)`` before
+            the transform runs, making augmentation reproducible (see ``set_epoch``).
+    """
+
+    def __init__(self, root, transform=None, skip_bad_images=False, seed=None):
+        super().__init__(transform, skip_bad_images, seed)
+        self.root = os.fspath(root)
+        self.classes = self._find_classes(self.root)
+        self.class_to_idx = {name: idx for idx, name in enumerate(self.classes)}
+        self.samples = self._find_samples(self.root, self.classes)
+
+    @staticmethod
+    def _find_classes(root):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"dataset directory not found: {root}")
+        classes = sorted(
+            entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+        )
+        if not classes:
+            raise FileNotFoundError(f"no class sub-directories found in {root}")
+        return classes
+
+    @staticmethod
+    def _find_samples(root, classes):
+        samples = []
+        for label, class_name in enumerate(classes):
+            class_dir = os.path.join(root, class_name)
+            for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+                # Sorting in place also fixes the order in which os.walk descends.
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for filename in sorted(filenames):
+                    if not filename.startswith(".") and has_image_extension(filename):
+                        samples.append((os.path.join(dirpath, filename), label))
+        if not samples:
+            raise FileNotFoundError(
+                f"no images found in the class directories of {root} "
+                f"(looked for extensions {', '.join(IMG_EXTENSIONS)}, any case)"
+            )
+        return samples
+
+
+class ListDataset(_ImageSampleDataset):
+    """Images listed in a PaddleClas-style list file, one ``relative/path.jpg label`` a line.
+
+    Paths are relative to ``root``. Each line is split on its last run of whitespace, so
+    paths may contain spaces; blank lines are ignored.
+
+    Args:
+        root: directory the listed paths are relative to.
+        list_file: the list file (e.g. ``train_list.txt``).
+        transform, skip_bad_images, seed: as for :class:`ImageFolder`.
+        classes: optional class names indexed by label. Without it the names are the
+            label numbers as strings, ``"0"`` to ``str(max label)``.
+    """
+
+    def __init__(self, root, list_file, transform=None, classes=None, skip_bad_images=False, seed=None):
+        super().__init__(transform, skip_bad_images, seed)
+        self.root = os.fspath(root)
+        self.list_file = os.fspath(list_file)
+        self.samples = self._parse_list_file(self.root, self.list_file)
+        max_label = max(label for _, label in self.samples)
+        if classes is None:
+            classes = [str(label) for label in range(max_label + 1)]
+        elif max_label >= len(classes):
+            raise ValueError(
+                f"{self.list_file} has label {max_label}, but only {len(classes)} class names were given"
+            )
+        self.classes = list(classes)
+        self.class_to_idx = {name: idx for idx, name in enumerate(self.classes)}
+
+    @staticmethod
+    def _parse_list_file(root, list_file):
+        samples = []
+        with open(list_file, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                text = line.strip()
+                if not text:
+                    continue
+                parts = text.rsplit(maxsplit=1)
+                if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
+                    raise ValueError(
+                        f"{list_file}, line {line_number}: expected '<relative/path> <label>' "
+                        f"with a non-negative integer label, got {text!r}"
+                    )
+                samples.append((os.path.join(root, parts[0]), int(parts[1])))
+        if not samples:
+            raise ValueError(f"{list_file} lists no images")
+        return samples
+
+
+def collate_skip_bad(batch):
+    """DataLoader ``collate_fn`` that drops the ``None`` items of ``skip_bad_images``.
+
+    Returns ``(images, labels, num_skipped)``: images stacked as float32, labels as
+    int64, and the number of dropped items as an int64 0-d array. If every item was bad,
+    ``images`` has shape ``(0,)`` (the image shape is unknown) and ``labels`` shape
+    ``(0,)``; the training loop must skip such a batch (check ``labels.shape[0] == 0``).
+
+    Paddle's multi-process DataLoader cannot pass zero-size arrays through shared
+    memory; with ``num_workers > 0`` use ``use_shared_memory=False`` so that an all-bad
+    batch arrives instead of stopping the loader.
+    """
+    good = [item for item in batch if item is not None]
+    num_skipped = np.array(len(batch) - len(good), dtype=np.int64)
+    if not good:
+        return np.zeros((0,), dtype=np.float32), np.zeros((0,), dtype=np.int64), num_skipped
+    images = np.stack([np.asarray(image, dtype=np.float32) for image, _ in good])
+    labels = np.array([label for _, label in good], dtype=np.int64)
+    return images, labels, num_skipped
+
+
+def extract_lite_data(tar_path, dest_dir):
+    """Extract the bundled ``lite_data.tar`` into ``dest_dir`` once; return ``dest_dir/lite_data``.
+
+    The archive is unpacked into a temporary directory inside ``dest_dir`` and renamed
+    into place, so a reader never sees a half-extracted tree, and of several processes
+    extracting at once the one that renames first wins while the others reuse its copy.
+    """
+    final_root = os.path.join(os.fspath(dest_dir), "lite_data")
+    if os.path.isdir(final_root):
+        return final_root
+    os.makedirs(dest_dir, exist_ok=True)
+    staging_dir = tempfile.mkdtemp(prefix=".lite_data-", dir=dest_dir)
+    try:
+        with tarfile.open(tar_path) as tar:
+            # "data" refuses absolute paths, links out of the tree and device files.
+            tar.extractall(staging_dir, filter="data")
+        extracted_root = os.path.join(staging_dir, "lite_data")
+        if not os.path.isdir(extracted_root):
+            raise FileNotFoundError(f"{tar_path} has no top-level lite_data/ directory")
+        try:
+            os.rename(extracted_root, final_root)
+        except OSError:
+            # Renaming onto a non-empty directory fails: another extractor won the race.
+            if not os.path.isdir(final_root):
+                raise
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    return final_root
