@@ -77,6 +77,10 @@ class AlexNet(nn.Layer):
         )
 
     def forward(self, x):
+        height, width = x.shape[-2:]
+        # -1 marks a dimension left dynamic in a static graph; it is checked at run time.
+        if 0 <= min(height, width) < MIN_INPUT_SIZE:
+            raise ValueError(f"AlexNet needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {height}x{width}")
         x = self.features(x)
         x = self.avgpool(x)
         x = paddle.flatten(x, 1)

@@ -1,0 +1,51 @@
+"""The inference pipeline shared by tools/predict.py, Paddle Inference, ONNX Runtime and
+the HTTP service: decode → resize short side → center crop → normalise → CHW, then
+top-k and the printed line. Paddle-free, so deployment stays light."""
+
+import numpy as np
+
+from paddlevision.image import load_image
+from paddlevision.transforms import ClassificationPresetEval
+
+
+class Preprocessor:
+    """Image (path or bytes) → float32 CHW array, exactly the evaluation preset."""
+
+    def __init__(self, resize_size=256, crop_size=224, max_pixels=None):
+        self.transform = ClassificationPresetEval(crop_size=crop_size, resize_size=resize_size)
+        self.max_pixels = max_pixels
+
+    def __call__(self, source, name=None):
+        return self.transform(load_image(source, name=name, max_pixels=self.max_pixels))
+
+    def batch(self, sources):
+        return np.stack([self(source) for source in sources])
+
+
+def softmax(logits, axis=-1):
+    shifted = logits - np.max(logits, axis=axis, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=axis, keepdims=True)
+
+
+def topk(probs, k=1):
+    """Indices and probabilities of the k most likely classes of one probability row."""
+    k = min(k, probs.shape[-1])
+    order = np.argsort(-probs, kind="stable")[:k]
+    return order.tolist(), probs[order].tolist()
+
+
+def format_prediction(class_ids, probs, class_names=None, image_name=None):
+    """``[image_name: PATH, ]class_id: N, prob: P[, class_name: NAME]`` for top-1, with
+    lists for top-k > 1, as the reference README prints them."""
+    parts = [f"image_name: {image_name}"] if image_name is not None else []
+    names = [class_names[i] for i in class_ids] if class_names else None
+    if len(class_ids) == 1:
+        parts += [f"class_id: {class_ids[0]}", f"prob: {probs[0]}"]
+        if names:
+            parts.append(f"class_name: {names[0]}")
+    else:
+        parts += [f"class_id: {class_ids}", f"prob: {probs}"]
+        if names:
+            parts.append(f"class_name: {names}")
+    return ", ".join(parts)

@@ -1,0 +1,49 @@
+import numpy as np
+import paddle
+
+import utils
+
+
+def test_accuracy_and_correct_counts():
+    output = paddle.to_tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    target = paddle.to_tensor([1, 2, 2, 1])
+    top1, top2 = [float(a) for a in utils.accuracy(output, target, topk=(1, 2))]
+    assert top1 == 0.5 and top2 == 0.75
+    # top-5 of a 3-class problem clamps to top-3: every sample counts.
+    assert float(utils.correct_counts(output, target, topk=(5,))[0]) == 4
+
+
+def test_smoothed_value_accepts_tensors():
+    meter = utils.SmoothedValue(window_size=2)
+    for value in (paddle.to_tensor(1.0), paddle.to_tensor(2.0), paddle.to_tensor(6.0)):
+        meter.update(value)
+    assert meter.median == 4.0 and meter.global_avg == 3.0 and meter.value == 6.0
+
+
+def test_log_every_prints_reference_format(capsys):
+    logger = utils.MetricLogger(delimiter="  ")
+    for _ in logger.log_every(range(3), 1, "Test:"):
+        logger.update(loss=1.0, acc1=0.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Test:  [0/3]  eta: ")
+    assert "loss: 1.0000 (1.0000)  acc1: 0.5000 (0.5000)  time: " in lines[0]
+    assert lines[-1].startswith("Test: Total time: ")
+
+
+def test_sharded_eval_sampler_partitions_without_padding():
+    dataset = list(range(15))
+    shards = [list(utils.ShardedEvalSampler(dataset, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == dataset
+    assert [len(utils.ShardedEvalSampler(dataset, rank=r, world_size=2)) for r in range(2)] == [8, 7]
+
+
+def test_reduce_across_processes_single_process():
+    assert utils.reduce_across_processes([1, paddle.to_tensor(2.5)]) == [1.0, 2.5]
+
+
+def test_metrics_writer(tmp_path):
+    writer = utils.MetricsWriter(str(tmp_path / "sub" / "m.jsonl"))
+    writer.write(type="train", loss=1.5)
+    writer.write(type="eval", top1=np.float64(0.5).item())
+    writer.close()
+    assert (tmp_path / "sub" / "m.jsonl").read_text().count("\n") == 2

@@ -1,0 +1,58 @@
+"""Classify one image with trained weights on the training engine (dynamic graph).
+
+    python tools/predict.py --pretrained ./output/latest.pdparams --img-path images/demo.jpg --device cpu
+prints ``class_id: N, prob: P`` (and ``class_name: …`` when the checkpoint or ImageNet
+names the class).
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore", message="No ccache found")
+
+import paddle
+
+import utils
+from paddlevision.checkpoint import CheckpointError, build_from_checkpoint
+from paddlevision.image import ImageDecodeError
+from paddlevision.labels import class_names_for
+from paddlevision.models import MIN_INPUT_SIZE, list_models
+from paddlevision.pipeline import Preprocessor, format_prediction, topk
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description="AlexNet prediction on one image", add_help=add_help)
+    parser.add_argument("--pretrained", required=True, help="weights: .pdparams/.pth path, http(s) URL or 'alexnet'")
+    parser.add_argument("--img-path", default="images/demo.jpg", help="image to classify")
+    parser.add_argument("--model", default=None, choices=list_models(), help="model name (default: from the checkpoint)")
+    parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when available)")
+    parser.add_argument("--num-classes", default=None, type=int, help="only for checkpoints that do not record it")
+    parser.add_argument("--resize-size", default=256, type=int, help="resize of the short side")
+    parser.add_argument("--crop-size", default=224, type=int, help="center crop")
+    parser.add_argument("--topk", default=1, type=int, help="print the k most likely classes")
+    return parser
+
+
+@paddle.no_grad()
+def main(args):
+    if args.crop_size < MIN_INPUT_SIZE:
+        raise SystemExit(f"--crop-size must be at least {MIN_INPUT_SIZE}, got {args.crop_size}")
+    utils.setup_device(args.device)
+    try:
+        model, meta = build_from_checkpoint(args.pretrained, model_name=args.model, num_classes=args.num_classes)
+        image = Preprocessor(args.resize_size, args.crop_size)(args.img_path)
+    except (CheckpointError, ImageDecodeError) as err:
+        raise SystemExit(f"error: {err}")
+    model.eval()
+    probs = paddle.nn.functional.softmax(model(paddle.to_tensor(image[None])), axis=-1).numpy()[0]
+    class_ids, top_probs = topk(probs, args.topk)
+    class_names = class_names_for(meta["num_classes"], meta.get("class_names"))
+    print(format_prediction(class_ids, top_probs, class_names))
+    return class_ids, top_probs
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

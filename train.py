@@ -1,0 +1,315 @@
+"""Train and evaluate AlexNet with torchvision's classification recipe on PaddlePaddle.
+
+One device:      python train.py --data-path ./ILSVRC2012 --lr 0.00125 --batch-size 32
+Several:         python -m paddle.distributed.launch --gpus 0,1,2,3 train.py --data-path ./ILSVRC2012 --lr 0.01 -b 64
+Evaluation only: python train.py --test-only --data-path ./ILSVRC2012 --pretrained ./alexnet_paddle.pdparams
+"""
+
+import argparse
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="No ccache found")  # printed by paddle's import on machines without ccache
+
+import paddle
+
+import utils
+from paddlevision import checkpoint
+from paddlevision.datasets import ImageFolder, collate_skip_bad, extract_lite_data
+from paddlevision.models import get_model, list_models
+from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
+from presets import ClassificationPresetEval, ClassificationPresetTrain
+
+REPO_ROOT = Path(__file__).resolve().parent
+LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
+
+
+def resolve_amp_dtype(args):
+    """``--amp``: float16 on GPU, bfloat16 on CPUs that support it, else a clear error."""
+    if not args.amp:
+        return None
+    if args.device.startswith("gpu"):
+        return "float16"
+    if paddle.amp.is_bfloat16_supported():
+        return "bfloat16"
+    raise SystemExit("--amp on CPU needs bfloat16 support (AVX512_BF16 or AMX); this CPU has neither")
+
+
+def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics):
+    """One pass over the training set. Loss and accuracy stay on the device and are
+    summed over the window between two log lines, so the host waits for the device only
+    when it prints."""
+    model.train()
+    window = {"loss": 0.0, "correct1": 0.0, "correct5": 0.0, "samples": 0, "steps": 0, "reader": 0.0, "batch": 0.0}
+    skipped = paddle.zeros([], dtype="int64")
+    num_steps = len(data_loader)
+    end = time.time()
+    for step, (image, target, num_skipped) in enumerate(data_loader):
+        reader_cost = time.time() - end
+        skipped += num_skipped
+        if target.shape[0] == 0:
+            end = time.time()
+            continue
+        with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
+            output = model(image)
+            loss = criterion(output, target)
+        optimizer.clear_grad()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+        batch_size = target.shape[0]
+        correct1, correct5 = utils.correct_counts(output.detach(), target, topk=(1, 5))
+        window["loss"] = window["loss"] + loss.detach() * batch_size
+        window["correct1"] = window["correct1"] + correct1
+        window["correct5"] = window["correct5"] + correct5
+        window["samples"] += batch_size
+        window["steps"] += 1
+        window["reader"] += reader_cost
+        window["batch"] += time.time() - end
+
+        if step % args.print_freq == 0 or step == num_steps - 1:
+            log_train_window(window, epoch, step, optimizer.get_lr(), metrics)
+            window = dict.fromkeys(window, 0)
+        end = time.time()
+    if int(skipped):
+        utils.print_main(f"[Epoch {epoch}] skipped {int(skipped)} unreadable training images (--skip-bad-images)")
+
+
+def log_train_window(window, epoch, step, lr, metrics):
+    samples, steps = window["samples"], window["steps"]
+    record = {
+        "top1": float(window["correct1"]) / samples,
+        "top5": float(window["correct5"]) / samples,
+        "lr": lr,
+        "loss": float(window["loss"]) / samples,
+        "avg_reader_cost": window["reader"] / steps,
+        "avg_batch_cost": window["batch"] / steps,
+        "avg_samples": samples / steps,
+        "avg_ips": samples / window["batch"],
+    }
+    utils.print_main(
+        f"[Epoch {epoch}, iter: {step}] top1: {record['top1']:.5f}, top5: {record['top5']:.5f}, "
+        f"lr: {lr:.5f}, loss: {record['loss']:.5f}, avg_reader_cost: {record['avg_reader_cost']:.5f} sec, "
+        f"avg_batch_cost: {record['avg_batch_cost']:.5f} sec, avg_samples: {record['avg_samples']}, "
+        f"avg_ips: {record['avg_ips']:.5f} images/sec."
+    )
+    metrics.write(type="train", epoch=epoch, iter=step, **record)
+
+
+@paddle.no_grad()
+def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics=None):
+    """Evaluate this process's shard, then sum the counts over all processes: the result
+    equals a single-process evaluation of the whole set."""
+    model.eval()
+    metric_logger = utils.MetricLogger(delimiter="  ")
+    totals = {name: paddle.zeros([], dtype="float64") for name in ("loss", "correct1", "correct5", "samples", "skipped")}
+    for image, target, num_skipped in metric_logger.log_every(data_loader, args.print_freq, "Test:"):
+        totals["skipped"] += num_skipped.astype("float64")
+        if target.shape[0] == 0:
+            continue
+        with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
+            output = model(image)
+        output = output.astype("float32")
+        loss = criterion(output, target)
+        batch_size = target.shape[0]
+        correct1, correct5 = utils.correct_counts(output, target, topk=(1, 5))
+        metric_logger.update(n=batch_size, loss=loss, acc1=correct1 / batch_size, acc5=correct5 / batch_size)
+        totals["loss"] += loss.astype("float64") * batch_size
+        totals["correct1"] += correct1.astype("float64")
+        totals["correct5"] += correct5.astype("float64")
+        totals["samples"] += batch_size
+
+    loss_sum, correct1, correct5, samples, skipped = utils.reduce_across_processes(list(totals.values()))
+    if samples == 0:
+        raise SystemExit("evaluation saw no readable image")
+    acc1, acc5, loss = correct1 / samples, correct5 / samples, loss_sum / samples
+    if skipped:
+        utils.print_main(f"Test: skipped {int(skipped)} unreadable images (--skip-bad-images)")
+    utils.print_main(f" * Acc@1 {acc1:.3f} Acc@5 {acc5:.3f}")
+    if metrics is not None:
+        metrics.write(type="eval", epoch=epoch, loss=loss, top1=acc1, top5=acc5, num_samples=int(samples))
+    return acc1, acc5, loss
+
+
+def resolve_data_path(data_path):
+    if data_path is None:
+        return Path(extract_lite_data(LITE_DATA_TAR, REPO_ROOT))
+    path = Path(data_path)
+    for split in ("train", "val"):
+        if not (path / split).is_dir():
+            raise SystemExit(f"--data-path {data_path}: expected the sub-directories train/ and val/, {path / split} is missing")
+    return path
+
+
+def load_data(data_path, args):
+    train_dir, val_dir = os.path.join(data_path, "train"), os.path.join(data_path, "val")
+    seed = args.seed
+    dataset_test = ImageFolder(
+        val_dir,
+        ClassificationPresetEval(crop_size=args.val_crop_size, resize_size=args.val_resize_size),
+        skip_bad_images=args.skip_bad_images,
+    )
+    if args.test_only:
+        return None, dataset_test
+    dataset = ImageFolder(
+        train_dir,
+        ClassificationPresetTrain(
+            crop_size=args.train_crop_size,
+            auto_augment_policy=args.auto_augment,
+            random_erase_prob=args.random_erase,
+        ),
+        skip_bad_images=args.skip_bad_images,
+        seed=seed,
+    )
+    if dataset.classes != dataset_test.classes:
+        raise SystemExit(f"train/ and val/ under {data_path} have different class folders")
+    return dataset, dataset_test
+
+
+def make_loaders(dataset, dataset_test, args):
+    # Paddle's shared-memory transport cannot carry the empty arrays of a batch whose
+    # images were all unreadable, so skipping bad images turns it off.
+    loader_options = {"num_workers": args.workers, "collate_fn": collate_skip_bad,
+                      "use_shared_memory": not args.skip_bad_images}
+    test_sampler = paddle.io.BatchSampler(
+        sampler=utils.ShardedEvalSampler(dataset_test), batch_size=args.batch_size, drop_last=False
+    )
+    loader_test = paddle.io.DataLoader(dataset_test, batch_sampler=test_sampler, **loader_options)
+    if dataset is None:
+        return None, None, loader_test
+    # Rank r takes the r-th slice of every global batch, so the global batches, and with
+    # them the averaged gradients, are those of one process with world_size * batch_size.
+    train_sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=args.batch_size, shuffle=True)
+    loader = paddle.io.DataLoader(dataset, batch_sampler=train_sampler, **loader_options)
+    return train_sampler, loader, loader_test
+
+
+def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, is_best):
+    """``model_{epoch}`` is written once; ``latest`` and ``best_model`` are atomic copies."""
+    if not utils.is_main_process():
+        return
+    prefix = os.path.join(args.output_dir, f"model_{epoch}")
+    checkpoint.save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args, scaler, meta)
+    copies = [("latest", (".pdopt", ".pdparams"))] + ([("best_model", (".pdparams",))] if is_best else [])
+    for name, suffixes in copies:
+        for suffix in suffixes:
+            target = os.path.join(args.output_dir, name + suffix)
+            tmp = target + ".tmp"
+            shutil.copyfile(prefix + suffix, tmp)
+            os.replace(tmp, target)
+
+
+def main(args):
+    args.device = utils.setup_device(args.device)
+    utils.init_distributed_mode(args)
+    if args.seed is not None:
+        utils.set_seed(args.seed + args.rank)
+    amp_dtype = resolve_amp_dtype(args)
+    utils.print_main(args)
+
+    data_path = resolve_data_path(args.data_path)
+    dataset, dataset_test = load_data(data_path, args)
+    train_sampler, data_loader, data_loader_test = make_loaders(dataset, dataset_test, args)
+    class_names = dataset_test.classes
+    num_classes = args.num_classes or len(class_names)
+    if num_classes < len(class_names):
+        raise SystemExit(f"--num-classes {num_classes} is smaller than the {len(class_names)} class folders in {data_path}")
+
+    model = get_model(args.model, num_classes=num_classes, dropout=args.dropout)
+    meta = {"model": args.model, "num_classes": num_classes, "class_names": list(class_names)}
+    if args.pretrained:
+        checkpoint.load_pretrained(model, args.pretrained)
+    criterion = paddle.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    metrics = utils.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl") if args.output_dir else None)
+
+    if args.test_only:
+        if args.resume:
+            state_dict, _ = checkpoint.read_weights(checkpoint.resolve_resume_prefix(args.resume) + ".pdparams")
+            checkpoint.load_state_dict_checked(model, state_dict, source=args.resume)
+        evaluate(model, criterion, data_loader_test, args, amp_dtype, metrics=metrics)
+        metrics.close()
+        return
+
+    lr_scheduler = build_lr_scheduler(
+        args.lr, args.lr_scheduler, args.epochs, args.lr_step_size, args.lr_gamma, args.lr_warmup_epochs,
+        args.lr_warmup_method, args.lr_warmup_decay, args.lr_min,
+    )
+    optimizer = build_optimizer(args.opt, model.parameters(), lr_scheduler, args.momentum, args.weight_decay)
+    scaler = paddle.amp.GradScaler() if amp_dtype == "float16" else None
+    if args.resume:
+        args.start_epoch, _ = checkpoint.load_training_checkpoint(args.resume, model, optimizer, lr_scheduler, scaler)
+    elif args.start_epoch:
+        lr_scheduler.step(args.start_epoch)
+    train_model = paddle.DataParallel(model) if args.distributed else model
+
+    if args.output_dir and utils.is_main_process():
+        os.makedirs(args.output_dir, exist_ok=True)
+    best_acc1 = -1.0
+    start_time = time.time()
+    for epoch in range(args.start_epoch, args.epochs):
+        train_sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics)
+        lr_scheduler.step()
+        acc1, _, _ = evaluate(model, criterion, data_loader_test, args, amp_dtype, epoch=epoch, metrics=metrics)
+        if args.output_dir:
+            save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, acc1 > best_acc1)
+        best_acc1 = max(best_acc1, acc1)
+    metrics.close()
+    utils.print_main(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description="PaddlePaddle AlexNet classification training", add_help=add_help)
+    parser.add_argument("--data-path", default=None,
+                        help="dataset root with train/ and val/ class folders (default: the bundled lite data, "
+                             "extracted from test_images/lite_data.tar on first use)")
+    parser.add_argument("--model", default="alexnet", choices=list_models(), help="model name")
+    parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when available, else cpu)")
+    parser.add_argument("-b", "--batch-size", default=32, type=int, help="images per device per step")
+    parser.add_argument("--epochs", default=90, type=int, help="number of total epochs to run")
+    parser.add_argument("-j", "--workers", default=4, type=int, help="data loading worker processes per device")
+    parser.add_argument("--opt", default="sgd", choices=OPTIMIZERS, help="optimizer")
+    parser.add_argument("--lr", default=0.01, type=float,
+                        help="initial learning rate, for the global batch (scale it linearly: 0.01 at 256 images)")
+    parser.add_argument("--momentum", default=0.9, type=float, help="momentum")
+    parser.add_argument("--wd", "--weight-decay", default=1e-4, type=float, dest="weight_decay", help="weight decay")
+    parser.add_argument("--label-smoothing", default=0.0, type=float, help="label smoothing")
+    parser.add_argument("--lr-scheduler", default="steplr", choices=LR_SCHEDULERS, help="LR schedule, per epoch")
+    parser.add_argument("--lr-warmup-epochs", default=0, type=int, help="epochs of LR warm-up")
+    parser.add_argument("--lr-warmup-method", default="constant", choices=WARMUP_METHODS, help="warm-up shape")
+    parser.add_argument("--lr-warmup-decay", default=0.01, type=float, help="LR factor at the start of warm-up")
+    parser.add_argument("--lr-step-size", default=30, type=int, help="steplr: epochs between LR decays")
+    parser.add_argument("--lr-gamma", default=0.1, type=float, help="steplr: LR decay factor")
+    parser.add_argument("--lr-min", default=0.0, type=float, help="cosineannealinglr: final LR")
+    parser.add_argument("--dropout", default=0.5, type=float,
+                        help="dropout probability of the classifier (0 makes training deterministic)")
+    parser.add_argument("--print-freq", default=10, type=int, help="print every N iterations")
+    parser.add_argument("--output-dir", default="./output", help="where checkpoints and metrics.jsonl go ('' for none)")
+    parser.add_argument("--resume", default="", help="checkpoint to resume from: a directory, prefix or file")
+    parser.add_argument("--start-epoch", default=0, type=int, help="start epoch (set from the checkpoint on --resume)")
+    parser.add_argument("--test-only", action="store_true", help="only evaluate the model on val/")
+    parser.add_argument("--pretrained", default=None,
+                        help="initial weights: a .pdparams/.pth path, an http(s) URL or 'alexnet' for the published ones")
+    parser.add_argument("--num-classes", default=None, type=int, help="number of classes (default: class folders)")
+    parser.add_argument("--auto-augment", default=None, help="auto augment policy (imagenet)")
+    parser.add_argument("--random-erase", default=0.0, type=float, help="random erasing probability")
+    parser.add_argument("--amp", action="store_true", help="mixed precision: float16 on GPU, bfloat16 on CPU")
+    parser.add_argument("--seed", default=None, type=int, help="seed for reproducible runs")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
+    parser.add_argument("--val-resize-size", default=256, type=int, help="evaluation resize (short side)")
+    parser.add_argument("--val-crop-size", default=224, type=int, help="evaluation center crop")
+    parser.add_argument("--train-crop-size", default=224, type=int, help="training random crop")
+    return parser
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

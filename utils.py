@@ -1,0 +1,216 @@
+"""Helpers of the training script, in the shape of torchvision's references/classification
+utils.py: smoothed meters and their logger, top-k accuracy, device and distributed setup,
+seeding, and the JSON-lines metrics file."""
+
+import datetime
+import json
+import os
+import random
+import time
+from collections import deque
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+
+class SmoothedValue:
+    """A window of recent values and a running total.
+
+    Values may be paddle scalars: they are kept as tensors and converted to floats only
+    when the meter is printed, so updating a meter never forces a device sync.
+    """
+
+    def __init__(self, window_size=20, fmt="{median:.4f} ({global_avg:.4f})"):
+        self.window = deque(maxlen=window_size)
+        self.total = 0.0
+        self.count = 0
+        self.fmt = fmt
+
+    def update(self, value, n=1):
+        self.window.append(value)
+        self.count += n
+        self.total = self.total + value * n
+
+    @property
+    def median(self):
+        return float(np.median([float(v) for v in self.window]))
+
+    @property
+    def avg(self):
+        return float(np.mean([float(v) for v in self.window]))
+
+    @property
+    def global_avg(self):
+        return float(self.total) / max(self.count, 1)
+
+    @property
+    def value(self):
+        return float(self.window[-1])
+
+    def __str__(self):
+        return self.fmt.format(median=self.median, avg=self.avg, global_avg=self.global_avg, value=self.value)
+
+
+class MetricLogger:
+    def __init__(self, delimiter="  "):
+        self.meters = {}
+        self.delimiter = delimiter
+
+    def update(self, n=1, **values):
+        for name, value in values.items():
+            self.meters.setdefault(name, SmoothedValue()).update(value, n)
+
+    def add_meter(self, name, meter):
+        self.meters[name] = meter
+
+    def __getattr__(self, name):
+        meters = self.__dict__.get("meters", {})
+        if name in meters:
+            return meters[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __str__(self):
+        return self.delimiter.join(f"{name}: {meter}" for name, meter in self.meters.items())
+
+    def log_every(self, iterable, print_freq, header=""):
+        """Yield from ``iterable``, printing ``header  [i/N]  eta  meters  time  data``
+        every ``print_freq`` steps and the total time at the end (main process only)."""
+        start = end = time.time()
+        iter_time = SmoothedValue(fmt="{avg:.4f}")
+        data_time = SmoothedValue(fmt="{avg:.4f}")
+        total = len(iterable)
+        width = len(str(total))
+        for i, obj in enumerate(iterable):
+            data_time.update(time.time() - end)
+            yield obj
+            iter_time.update(time.time() - end)
+            if i % print_freq == 0 or i == total - 1:
+                eta = datetime.timedelta(seconds=int(iter_time.global_avg * (total - i - 1)))
+                print_main(
+                    self.delimiter.join(
+                        [header, f"[{i:>{width}}/{total}]", f"eta: {eta}", str(self), f"time: {iter_time}",
+                         f"data: {data_time}"]
+                    )
+                )
+            end = time.time()
+        print_main(f"{header} Total time: {datetime.timedelta(seconds=int(time.time() - start))}")
+
+
+def correct_counts(output, target, topk=(1,)):
+    """Number of samples whose label is within the top-k predictions, per k, as paddle
+    scalars. k is clamped to the class count (top-5 of a 4-class model is top-4)."""
+    num_classes = output.shape[1]
+    maxk = min(max(topk), num_classes)
+    _, pred = paddle.topk(output, k=maxk, axis=1)
+    hits = pred == target.reshape([-1, 1])
+    return [hits[:, : min(k, num_classes)].astype("float32").sum() for k in topk]
+
+
+def accuracy(output, target, topk=(1,)):
+    """Fraction of samples whose label is within the top-k predictions (torchvision's
+    ``accuracy()``, as fractions rather than percentages)."""
+    batch_size = target.shape[0]
+    return [c / batch_size for c in correct_counts(output, target, topk)]
+
+
+# ------------------------------------------------------------------ device/distributed
+
+
+def default_device():
+    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        return "gpu"
+    return "cpu"
+
+
+def setup_device(device=None):
+    """Select ``device`` (``gpu``/``cpu``; ``None`` picks gpu when there is one). Under
+    ``paddle.distributed.launch`` Paddle maps ``gpu`` to this process's card."""
+    device = device or default_device()
+    if device.startswith("gpu") and default_device() != "gpu":
+        raise SystemExit(f"--device {device}: this Paddle build has no usable GPU "
+                         f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use --device cpu")
+    paddle.set_device(device)
+    return device
+
+
+def get_world_size():
+    return dist.get_world_size()
+
+
+def get_rank():
+    return dist.get_rank()
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def print_main(*args, **kwargs):
+    if is_main_process():
+        print(*args, **kwargs, flush=True)
+
+
+def init_distributed_mode(args):
+    """Join the process group when started by ``paddle.distributed.launch`` (NCCL on GPU,
+    gloo on CPU); sets ``args.distributed``, ``args.rank`` and ``args.world_size``."""
+    args.world_size = get_world_size()
+    args.rank = get_rank()
+    args.distributed = args.world_size > 1
+    if args.distributed:
+        dist.init_parallel_env()
+
+
+def reduce_across_processes(values):
+    """Sum a list of float scalars (or paddle scalars) over all processes."""
+    tensor = paddle.stack(
+        [v.astype("float64").reshape([]) if isinstance(v, paddle.Tensor) else paddle.to_tensor(float(v), dtype="float64")
+         for v in values]
+    )
+    if get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor.numpy().tolist()
+
+
+class ShardedEvalSampler(paddle.io.Sampler):
+    """Every ``world_size``-th index starting at ``rank``: a partition of the dataset
+    with no padding, so a gathered evaluation counts each sample exactly once."""
+
+    def __init__(self, dataset, rank=None, world_size=None):
+        self.num_samples = len(dataset)
+        self.rank = get_rank() if rank is None else rank
+        self.world_size = get_world_size() if world_size is None else world_size
+
+    def __iter__(self):
+        return iter(range(self.rank, self.num_samples, self.world_size))
+
+    def __len__(self):
+        return len(range(self.rank, self.num_samples, self.world_size))
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to ``path`` (main process only), flushing each
+    record so a crashed run keeps everything logged before the crash."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = None
+        if path is not None and is_main_process():
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, **record):
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
