@@ -1,0 +1,36 @@
+"""Classify images with an exported model on ONNX Runtime (CPU).
+
+    python tools/export_model.py --pretrained ./output/latest.pdparams --save-inference-dir ./alexnet_infer --onnx
+    python deploy/onnx/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
+prints the same lines as deploy/py_inference/infer.py and takes the same image, batch
+and benchmark flags. Needs onnxruntime, not paddle.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from paddlevision.batch_predict import BatchJob, add_batch_arguments
+from paddlevision.model_dir import ModelDirError
+from paddlevision.onnx_predictor import create_onnx_predictor
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description="AlexNet inference with ONNX Runtime", add_help=add_help)
+    add_batch_arguments(parser)
+    return parser
+
+
+def main(args):
+    job = BatchJob(args)
+    try:
+        predictor = create_onnx_predictor(args.model_dir, cpu_threads=args.cpu_threads)
+    except (ModelDirError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
+    return job.run(predictor.run)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,40 @@
+"""ONNX Runtime predictor for the ``inference.onnx`` written by ``tools/export_model.py
+--onnx``: the same ``run(batch) -> probabilities`` as :class:`paddlevision.inference.Predictor`,
+without paddle."""
+
+import numpy as np
+
+from paddlevision.model_dir import find_onnx_model
+
+__all__ = ["OnnxPredictor", "create_onnx_predictor"]
+
+
+class OnnxPredictor:
+    """``run(batch NCHW float32) -> probabilities [N, num_classes]``. ONNX Runtime
+    sessions may be run from several threads at once."""
+
+    def __init__(self, session):
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+
+    def run(self, batch):
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self._session.run(None, {self._input_name: batch})[0]
+
+
+def create_onnx_predictor(model_dir, cpu_threads=None):
+    """``cpu_threads`` None lets ONNX Runtime use one thread per physical core."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # paddle2onnx leaves a few unused constants that ONNX Runtime would warn about on
+    # every start; real problems are errors.
+    options.log_severity_level = 3
+    if cpu_threads is not None:
+        if cpu_threads < 1:
+            raise ValueError(f"--cpu-threads must be at least 1, got {cpu_threads}")
+        options.intra_op_num_threads = cpu_threads
+    session = onnxruntime.InferenceSession(
+        find_onnx_model(model_dir), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return OnnxPredictor(session)
