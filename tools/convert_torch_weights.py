@@ -1,0 +1,127 @@
+"""Convert AlexNet weights between torchvision (``.pth``) and PaddlePaddle (``.pdparams``).
+
+The direction follows the file suffixes:
+
+    python tools/convert_torch_weights.py --src alexnet-owt-7be5be79.pth --dst alexnet.pdparams
+    python tools/convert_torch_weights.py --src output/best_model.pdparams --dst alexnet.pth
+
+Names are the same on both sides; only the Linear weights change layout (torch
+``[out_features, in_features]``, Paddle ``[in_features, out_features]``). The ``.pth`` is
+read with ``torch.load(weights_only=True)``, so converting a downloaded file runs no
+pickled code. The state dict must be exactly AlexNet's (any class count); ``--num-classes``
+additionally insists on a class count.
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore", message="No ccache found")
+
+import numpy as np
+
+from paddlevision.checkpoint import (
+    META_KEY,
+    CheckpointError,
+    atomic_save,
+    num_classes_of,
+    paddle_to_torch_state_dict,
+    read_weights,
+)
+from paddlevision.models import AlexNet
+
+TORCH_SUFFIXES = (".pth", ".pt")
+PADDLE_SUFFIXES = (".pdparams",)
+
+
+def conversion_direction(src, dst):
+    """``"torch2paddle"`` or ``"paddle2torch"`` from the suffixes, else a usage error."""
+    if src.suffix in TORCH_SUFFIXES and dst.suffix in PADDLE_SUFFIXES:
+        return "torch2paddle"
+    if src.suffix in PADDLE_SUFFIXES and dst.suffix in TORCH_SUFFIXES:
+        return "paddle2torch"
+    raise SystemExit(
+        f"error: cannot tell the direction from {src.name} -> {dst.name}; use .pth/.pt -> .pdparams "
+        "or .pdparams -> .pth/.pt"
+    )
+
+
+def check_alexnet_state_dict(state_dict, source, num_classes=None):
+    """Raise :class:`CheckpointError` unless ``state_dict`` (Paddle layout) is exactly an
+    AlexNet's; returns its class count."""
+    classes = num_classes_of(state_dict)
+    if classes is None or "classifier.6.bias" not in state_dict:
+        raise CheckpointError(f"{source} is not an AlexNet state dict; its keys are: {', '.join(state_dict) or '(none)'}")
+    if num_classes is not None and classes != num_classes:
+        raise CheckpointError(f"{source} has {classes} classes, --num-classes asked for {num_classes}")
+    expected = {name: list(value.shape) for name, value in AlexNet(num_classes=classes).state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshapen = [
+        f"{k} {list(np.shape(state_dict[k]))} (expected {expected[k]})"
+        for k in expected
+        if k in state_dict and list(np.shape(state_dict[k])) != expected[k]
+    ]
+    if missing or unexpected or misshapen:
+        problems = [f"{label}: {', '.join(items)}" for label, items in
+                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if items]
+        raise CheckpointError(
+            f"{source} is not an AlexNet state dict ({'; '.join(problems)}); its keys are: {', '.join(state_dict)}"
+        )
+    return classes
+
+
+def save_torch(state_dict, path):
+    try:
+        import torch
+    except ImportError as err:
+        raise CheckpointError(f"writing {path} needs torch installed ({err})") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({name: torch.from_numpy(array) for name, array in paddle_to_torch_state_dict(state_dict).items()}, path)
+
+
+def convert(src, dst, num_classes=None):
+    """Convert ``src`` into ``dst``; returns ``(direction, num_classes, num_parameters)``."""
+    src, dst = Path(src), Path(dst)
+    direction = conversion_direction(src, dst)
+    if not src.is_file():
+        raise CheckpointError(f"--src {src}: file not found")
+    try:
+        state_dict, _ = read_weights(src)
+    except CheckpointError:
+        raise
+    except Exception as err:  # torch.load raises many types for a file that is not a weights pickle
+        raise CheckpointError(f"cannot read weights from {src}: {err}") from err
+    classes = check_alexnet_state_dict(state_dict, src, num_classes)
+    if direction == "torch2paddle":
+        # The metadata lets predict/export/train build the right head without --num-classes.
+        atomic_save(dict(state_dict, **{META_KEY: {"model": "alexnet", "num_classes": classes}}), dst)
+    else:
+        save_torch(state_dict, dst)
+    num_parameters = sum(int(np.prod(np.shape(v))) for v in state_dict.values())
+    return direction, classes, num_parameters
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description="Convert AlexNet weights between .pth and .pdparams",
+                                     add_help=add_help)
+    parser.add_argument("--src", required=True, help="weights to read: a torchvision .pth/.pt or a .pdparams")
+    parser.add_argument("--dst", required=True, help="file to write: .pdparams (from .pth) or .pth (from .pdparams)")
+    parser.add_argument("--num-classes", default=None, type=int, help="fail unless the weights have this many classes")
+    return parser
+
+
+def main(args):
+    try:
+        direction, classes, num_parameters = convert(args.src, args.dst, args.num_classes)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}")
+    layout = "to [in, out]" if direction == "torch2paddle" else "to [out, in]"
+    print(f"wrote {args.dst}: AlexNet, {classes} classes, {num_parameters:,} parameters "
+          f"(from {args.src}; Linear weights transposed {layout})")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
