@@ -18,7 +18,7 @@ import paddle
 
 import utils
 from paddlevision import checkpoint
-from paddlevision.datasets import ImageFolder, collate_skip_bad, extract_lite_data
+from paddlevision.datasets import ImageFolder, collate_skip_bad, extract_lite_data, make_loader
 from paddlevision.models import get_model, list_models
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
 from presets import ClassificationPresetEval, ClassificationPresetTrain
@@ -177,19 +177,18 @@ def load_data(data_path, args):
 def make_loaders(dataset, dataset_test, args):
     # Paddle's shared-memory transport cannot carry the empty arrays of a batch whose
     # images were all unreadable, so skipping bad images turns it off.
-    loader_options = {"num_workers": args.workers, "collate_fn": collate_skip_bad,
-                      "use_shared_memory": not args.skip_bad_images}
+    options = {"collate_fn": collate_skip_bad, "num_workers": args.workers,
+               "use_shared_memory": not args.skip_bad_images}
     test_sampler = paddle.io.BatchSampler(
         sampler=utils.ShardedEvalSampler(dataset_test), batch_size=args.batch_size, drop_last=False
     )
-    loader_test = paddle.io.DataLoader(dataset_test, batch_sampler=test_sampler, **loader_options)
+    loader_test = make_loader(dataset_test, test_sampler, **options)
     if dataset is None:
         return None, None, loader_test
     # Rank r takes the r-th slice of every global batch, so the global batches, and with
     # them the averaged gradients, are those of one process with world_size * batch_size.
     train_sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=args.batch_size, shuffle=True)
-    loader = paddle.io.DataLoader(dataset, batch_sampler=train_sampler, **loader_options)
-    return train_sampler, loader, loader_test
+    return train_sampler, make_loader(dataset, train_sampler, **options), loader_test
 
 
 def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, is_best):

@@ -34,8 +34,10 @@ class ImageDecodeError(ValueError):
     failing sample deep inside a data loader can be found on disk.
     """
 
-    def __init__(self, name, reason):
-        super().__init__(f"cannot decode image {name}: {reason}")
+    def __init__(self, name, reason=None):
+        # Paddle's DataLoader re-raises a worker's exception in the main process as
+        # ``type(err)(formatted_message)``: a lone argument is that message, kept verbatim.
+        super().__init__(str(name) if reason is None else f"cannot decode image {name}: {reason}")
         self.name = name
         self.reason = reason
 

@@ -1,0 +1,73 @@
+"""Draw training loss and top-1/top-5 curves from a run's metrics.jsonl into a PNG.
+
+    python tools/plot_metrics.py output/metrics.jsonl --out output/metrics.png
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt
+
+
+def read_records(path):
+    train, evals = [], []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"{path}:{line_number}: not a JSON record ({err.msg})")
+            (train if record.get("type") == "train" else evals).append(record)
+    if not train and not evals:
+        raise SystemExit(f"{path}: no records")
+    return train, evals
+
+
+def plot(train, evals, out):
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = list(range(len(train)))
+    loss_axis.plot(steps, [r["loss"] for r in train], label="train loss")
+    loss_axis.set_xlabel("logged iteration")
+    loss_axis.set_ylabel("loss")
+    acc_axis.plot(steps, [r["top1"] for r in train], label="train top-1", alpha=0.6)
+    acc_axis.plot(steps, [r["top5"] for r in train], label="train top-5", alpha=0.6)
+    if evals:
+        # An evaluation closes its epoch: draw it at the epoch's last logged iteration.
+        ends = {r["epoch"]: i for i, r in enumerate(train)}
+        xs = [ends.get(r["epoch"], len(train) - 1) for r in evals]
+        loss_axis.plot(xs, [r["loss"] for r in evals], "o-", label="val loss")
+        acc_axis.plot(xs, [r["top1"] for r in evals], "o-", label="val top-1")
+        acc_axis.plot(xs, [r["top5"] for r in evals], "o-", label="val top-5")
+    acc_axis.set_xlabel("logged iteration")
+    acc_axis.set_ylabel("accuracy")
+    acc_axis.set_ylim(0, 1)
+    for axis in (loss_axis, acc_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Plot loss and accuracy curves from metrics.jsonl")
+    parser.add_argument("metrics", help="metrics.jsonl written by train.py into --output-dir")
+    parser.add_argument("--out", default=None, help="PNG to write (default: beside the metrics file)")
+    args = parser.parse_args(argv)
+    path = Path(args.metrics)
+    if not path.is_file():
+        raise SystemExit(f"metrics file not found: {path}")
+    out = Path(args.out) if args.out else path.with_suffix(".png")
+    plot(*read_records(path), out)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
