@@ -106,6 +106,9 @@ def _decode(fp, display_name, max_pixels):
         raise ImageDecodeError(display_name, f"decompression bomb guard: {exc}") from exc
     except ImageDecodeError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        # PIL's own message repeats the file object's repr; the name is already ours.
+        raise ImageDecodeError(display_name, "not an image in a format PIL can read") from exc
     except (OSError, SyntaxError, EOFError, ValueError) as exc:
         # PIL reports bad data as UnidentifiedImageError (an OSError), OSError for
         # truncation, and SyntaxError/EOFError/ValueError from some format plugins.
