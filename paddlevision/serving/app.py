@@ -130,6 +130,7 @@ class _Service:
             admission = self.batcher.admit(len(values))
         except QueueFullError as err:
             raise ProtocolError(ErrNo.OVERLOADED, str(err)) from None
+        self.metrics.images_in_progress.inc(len(values))
         try:
             rows = await asyncio.wait_for(self._run(admission, keys, values), self.config.request_timeout_s)
         except asyncio.TimeoutError:
@@ -138,6 +139,7 @@ class _Service:
             ) from None
         finally:
             admission.close()
+            self.metrics.images_in_progress.dec(len(values))
         top1 = [topk(row, 1) for row in rows]
         self.metrics.images.inc(len(rows))
         return success_response([ids[0] for ids, _ in top1], [probs[0] for _, probs in top1], logid)

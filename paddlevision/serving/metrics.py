@@ -3,7 +3,7 @@
 Each app gets its own registry, so several apps in one process (tests) do not clash.
 """
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from paddlevision.serving.protocol import ErrNo
 
@@ -22,6 +22,10 @@ class ServingMetrics:
         self.images = Counter("serving_images", "Images classified", registry=self.registry)
         self.errors = Counter(
             "serving_errors", "Error answers by kind (the lower-case err_no name)", ["kind"], registry=self.registry
+        )
+        self.images_in_progress = Gauge(
+            "serving_images_in_progress", "Images admitted and not yet answered (the queue limit bounds it)",
+            registry=self.registry,
         )
         self.batch_size = Histogram(
             "serving_batch_size", "Images per predictor run", buckets=BATCH_SIZE_BUCKETS, registry=self.registry

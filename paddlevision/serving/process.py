@@ -1,0 +1,72 @@
+"""Run ``deploy/py_serving/web_service.py`` as a child process on a free loopback port and
+wait until it is healthy; shared by the load benchmark and the tests. Paddle-free."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServiceProcess", "free_port"]
+
+WEB_SERVICE = Path(__file__).resolve().parents[2] / "deploy" / "py_serving" / "web_service.py"
+
+
+def free_port(host="127.0.0.1"):
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """``web_service.py --port <free port> *args``; its output goes to ``log_path``."""
+
+    def __init__(self, *args, log_path, host="127.0.0.1"):
+        self.port = free_port(host)
+        self.base_url = f"http://{host}:{self.port}"
+        self.log_path = Path(log_path)
+        command = [sys.executable, str(WEB_SERVICE), "--host", host, "--port", str(self.port), *map(str, args)]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def prediction_url(self):
+        return f"{self.base_url}/alexnet/prediction"
+
+    def wait_healthy(self, timeout=120.0, interval=0.02, on_status=None):
+        """Poll ``GET /health`` until 200; ``on_status(code)`` sees every answer (0: no
+        connection yet). Raises ``RuntimeError`` with the log if the service exits or
+        is not healthy in time."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    code = client.get(f"{self.base_url}/health").status_code
+                except httpx.TransportError:
+                    code = 0
+                if on_status is not None:
+                    on_status(code)
+                if code == 200:
+                    return
+                time.sleep(interval)
+        raise RuntimeError(f"service not healthy after {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout=60.0):
+        """SIGTERM, then the exit status (the process is killed if it hangs)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"service ignored SIGTERM for {timeout} s:\n{self.log()}") from None
+
+    def log(self):
+        return self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,301 @@
+"""The HTTP service end to end: a real web_service.py process on a free loopback port,
+serving a model exported once for the module. Protocol round trip against the offline
+Paddle Inference result, bad inputs, concurrency, health, metrics and SIGTERM."""
+
+import asyncio
+import base64
+import io
+import re
+import threading
+import time
+
+import httpx
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, run_script
+from paddlevision.inference import PredictorOptions, create_predictor
+from paddlevision.models import alexnet
+from paddlevision.pipeline import Preprocessor
+from paddlevision.serving import config as serving_config
+from paddlevision.serving.process import ServiceProcess
+from paddlevision.serving.protocol import ErrNo, build_request, format_probs, parse_prediction
+
+DEMO = REPO_ROOT / "images" / "demo.jpg"
+MAX_BODY_BYTES = 1_500_000
+MAX_IMAGE_PIXELS = 1_000_000
+# Small batches and one math thread keep warm-up short on a shared machine.
+SERVICE_FLAGS = [
+    "--cpu-threads", "1", "--max-batch-size", "8", "--max-body-bytes", MAX_BODY_BYTES,
+    "--max-image-pixels", MAX_IMAGE_PIXELS,
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    paddle.seed(0)
+    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
+    paddle.save(alexnet(num_classes=4).state_dict(), str(weights))
+    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
+    run_script("tools/export_model.py", "--pretrained", weights, "--save-inference-dir", out, "--device", "cpu")
+    return out
+
+
+def encode(image, fmt):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Four distinct encoded images: the demo and three variants of it."""
+    demo = Image.open(DEMO).convert("RGB")
+    return [
+        DEMO.read_bytes(),
+        encode(demo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG"),
+        encode(demo.crop((0, 0, 300, 260)), "PNG"),
+        encode(demo.rotate(90, expand=True), "JPEG"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def offline(exported, images):
+    """(class_id, prob) of each image from Paddle Inference with the service's settings."""
+    predictor = create_predictor(exported, PredictorOptions(cpu_threads=1))
+    preprocess = Preprocessor(256, 224)
+    results = []
+    for data in images:
+        probs = predictor.run(preprocess(data)[None])[0]
+        results.append((int(np.argmax(probs)), float(np.max(probs))))
+    return results
+
+
+@pytest.fixture(scope="module")
+def service(exported, tmp_path_factory):
+    """The running service and every /health status seen while it started."""
+    statuses = []
+    server = ServiceProcess("--model-dir", exported, *SERVICE_FLAGS, log_path=tmp_path_factory.mktemp("log") / "s.log")
+    try:
+        server.wait_healthy(on_status=statuses.append)
+        server.startup_statuses = statuses
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(service):
+    with httpx.Client(base_url=service.base_url, timeout=60.0) as http:
+        yield http
+
+
+def predict(client, images, logid=None):
+    return client.post("/alexnet/prediction", json=build_request(images, logid))
+
+
+def assert_matches(answer, expected, atol=1e-5):
+    class_ids, probs = parse_prediction(answer)
+    assert class_ids == [class_id for class_id, _ in expected]
+    np.testing.assert_allclose(probs, [prob for _, prob in expected], atol=atol)
+
+
+def test_health_is_503_until_the_predictor_is_warm_then_200(service):
+    statuses = [code for code in service.startup_statuses if code != 0]
+    assert statuses[-1] == 200
+    assert 503 in statuses  # served while loading, and said so
+    assert set(statuses) == {200, 503}
+
+
+def test_round_trip_matches_offline_paddle_inference(client, images, offline):
+    response = predict(client, images[:1], logid=10000)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["err_no"] == 0 and answer["err_msg"] == "" and answer["tensors"] == []
+    assert answer["key"] == ["class_id", "prob"] and answer["logid"] == 10000
+    class_id, prob = offline[0]
+    assert answer["value"] == [f"[{class_id}]", format_probs([prob])]
+
+
+def test_several_images_in_one_request_answer_in_order(client, images, offline):
+    order = [2, 0, 3, 1, 2]
+    answer = predict(client, [images[i] for i in order]).json()
+    assert answer["logid"] == 0
+    assert_matches(answer, [offline[i] for i in order])
+
+
+def test_client_prints_the_reference_dict_with_infer_py_class(service, exported):
+    client_out = run_script(
+        "deploy/py_serving/pipeline_http_client.py", "--img-path", DEMO, "--url", service.prediction_url
+    ).stdout.strip()
+    infer_out = run_script(
+        "deploy/py_inference/infer.py", "--model-dir", exported, "--img-path", DEMO, "--use-gpu=False"
+    ).stdout
+    class_id, prob = re.search(r"class_id: (\d+), prob: ([0-9.e-]+)", infer_out).groups()
+    expected = {
+        "err_no": 0, "err_msg": "", "key": ["class_id", "prob"],
+        "value": [f"[{class_id}]", format_probs([float(prob)])], "tensors": [],
+    }
+    assert client_out == str(expected)
+
+
+def b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def huge_png():
+    return encode(Image.new("L", (2000, 1000)), "PNG")  # 2e6 pixels > MAX_IMAGE_PIXELS
+
+
+def oversized_chunks():
+    for _ in range(4):
+        yield b"x" * (MAX_BODY_BYTES // 2)
+
+
+BAD_REQUESTS = {
+    "invalid JSON": (dict(content=b'{"key": ["image"], '), 400, ErrNo.INVALID_JSON),
+    "not an object": (dict(json=["image"]), 400, ErrNo.INVALID_REQUEST),
+    "no key list": (dict(json={"value": ["aGk="]}), 400, ErrNo.INVALID_REQUEST),
+    "no value list": (dict(json={"key": ["image"]}), 400, ErrNo.INVALID_REQUEST),
+    "key/value mismatch": (dict(json={"key": ["a", "b"], "value": ["aGk="]}), 400, ErrNo.INVALID_REQUEST),
+    "no images": (dict(json={"key": [], "value": []}), 400, ErrNo.INVALID_REQUEST),
+    "non-string value": (dict(json={"key": ["image"], "value": [123]}), 400, ErrNo.INVALID_REQUEST),
+    "value not a list": (dict(json={"key": ["image"], "value": "aGk="}), 400, ErrNo.INVALID_REQUEST),
+    "non-integer logid": (dict(json={"key": ["image"], "value": ["aGk="], "logid": "x"}), 400, ErrNo.INVALID_REQUEST),
+    "invalid base64": (dict(json={"key": ["image"], "value": ["not base64!"]}), 400, ErrNo.INVALID_BASE64),
+    "not an image": (dict(json={"key": ["image"], "value": [b64(b"hello world")]}), 400, ErrNo.INVALID_IMAGE),
+    "truncated JPEG": (
+        dict(json={"key": ["image"], "value": [b64(DEMO.read_bytes()[:5000])]}), 400, ErrNo.INVALID_IMAGE
+    ),
+    "zero-byte image": (dict(json={"key": ["image"], "value": [""]}), 400, ErrNo.INVALID_IMAGE),
+    "huge dimensions": (dict(json={"key": ["image"], "value": [b64(huge_png())]}), 400, ErrNo.INVALID_IMAGE),
+    "body over the limit (Content-Length)": (dict(content=b" " * (MAX_BODY_BYTES + 1)), 413, ErrNo.BODY_TOO_LARGE),
+    "body over the limit (streamed)": (dict(content=oversized_chunks()), 413, ErrNo.BODY_TOO_LARGE),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_request_gets_an_error_answer_and_the_next_request_works(case, client, images, offline):
+    kwargs, status, err_no = BAD_REQUESTS[case]
+    response = client.post("/alexnet/prediction", **kwargs)
+    assert response.status_code == status
+    answer = response.json()
+    assert answer["err_no"] == err_no and answer["err_msg"] and answer["key"] == answer["value"] == []
+    if case == "huge dimensions":
+        assert "exceeds max_pixels" in answer["err_msg"]
+    assert_matches(predict(client, images[:1]).json(), offline[:1])
+
+
+@pytest.mark.parametrize(
+    "method, path, status, err_no",
+    [
+        ("GET", "/alexnet/prediction", 405, ErrNo.METHOD_NOT_ALLOWED),
+        ("PUT", "/alexnet/prediction", 405, ErrNo.METHOD_NOT_ALLOWED),
+        ("POST", "/imagenet/prediction", 404, ErrNo.NOT_FOUND),
+        ("GET", "/", 404, ErrNo.NOT_FOUND),
+    ],
+)
+def test_wrong_method_or_path(method, path, status, err_no, client, images, offline):
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert response.json()["err_no"] == err_no and path in response.json()["err_msg"]
+    assert_matches(predict(client, images[:1]).json(), offline[:1])
+
+
+async def _parallel_requests(url, image_indices, images):
+    limits = httpx.Limits(max_connections=len(image_indices))
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
+        responses = await asyncio.gather(
+            *(http.post(url, json=build_request([images[i]], logid=n)) for n, i in enumerate(image_indices))
+        )
+    return [response.json() for response in responses]
+
+
+def batch_size_stats(client):
+    text = client.get("/metrics").text
+    count = float(re.search(r"^serving_batch_size_count (\S+)$", text, re.M).group(1))
+    total = float(re.search(r"^serving_batch_size_sum (\S+)$", text, re.M).group(1))
+    return count, total
+
+
+def test_parallel_requests_each_get_their_own_images_result(service, client, images, offline):
+    runs_before, images_before = batch_size_stats(client)
+    indices = [n % 4 for n in range(64)]
+    answers = asyncio.run(_parallel_requests(service.prediction_url, indices, images))
+    for n, (answer, i) in enumerate(zip(answers, indices)):
+        assert answer["logid"] == n
+        assert_matches(answer, [offline[i]], atol=1e-4)  # batched runs may round differently
+    runs, batched_images = batch_size_stats(client)
+    assert batched_images - images_before == 64
+    assert runs - runs_before < 64  # images shared predictor runs
+
+
+def test_metrics_report_requests_errors_batches_and_latency(client, images):
+    predict(client, images[:1])
+    client.post("/alexnet/prediction", content=b"not json")
+    text = client.get("/metrics").text
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+    for name in (
+        "serving_requests_total", "serving_images_total", "serving_images_in_progress",
+        "serving_batch_size_bucket", "serving_request_latency_seconds_bucket",
+    ):
+        assert re.search(rf"^{name}(\{{.*\}})? \S+$", text, re.M), name
+    invalid_json = float(re.search(r'^serving_errors_total\{kind="invalid_json"\} (\S+)$', text, re.M).group(1))
+    assert invalid_json >= 1
+    assert re.search(r'^serving_errors_total\{kind="overloaded"\} 0\.0$', text, re.M)
+
+
+def in_progress(client):
+    text = client.get("/metrics").text
+    return float(re.search(r"^serving_images_in_progress (\S+)$", text, re.M).group(1))
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(exported, images, offline, tmp_path):
+    # Without batching, 16 images run one by one: long enough to signal in the middle.
+    server = ServiceProcess(
+        "--model-dir", exported, "--cpu-threads", "1", "--no-batching", log_path=tmp_path / "service.log"
+    )
+    try:
+        server.wait_healthy()
+        answers = []
+        request = threading.Thread(
+            target=lambda: answers.append(httpx.post(server.prediction_url, json=build_request(images * 4), timeout=60))
+        )
+        request.start()
+        with httpx.Client(base_url=server.base_url) as http:
+            deadline = time.monotonic() + 30
+            while in_progress(http) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert server.stop() == 0, server.log()
+        request.join(60)
+    finally:
+        server.stop()
+    [response] = answers
+    assert response.status_code == 200
+    assert_matches(response.json(), offline * 4)
+    assert "Shutting down" in server.log()
+
+
+def test_config_file_errors_name_the_setting(tmp_path):
+    path = tmp_path / "config.yml"
+    path.write_text("port: 8080\nmax_batch: 4\n")
+    with pytest.raises(serving_config.ConfigError, match="unknown setting max_batch"):
+        serving_config.load_config(path)
+    path.write_text("workers: true\n")
+    with pytest.raises(serving_config.ConfigError, match="workers must be an integer"):
+        serving_config.load_config(path)
+    path.write_text("port: 8080\ncpu_threads: null\n")
+    config = serving_config.load_config(path, {"max_batch_size": 1})
+    assert (config.port, config.cpu_threads, config.max_batch_size) == (8080, None, 1)
+
+
+def test_command_line_overrides_the_file_and_rejects_bad_types(tmp_path):
+    result = run_script(
+        "deploy/py_serving/web_service.py", "--config", REPO_ROOT / "deploy/py_serving/config.yml",
+        "--port", "http", check=False,
+    )
+    assert result.returncode != 0 and "port must be an integer, got 'http'" in result.stderr
+    result = run_script("deploy/py_serving/web_service.py", "--model-dir", tmp_path / "none", check=False)
+    assert result.returncode != 0 and "does not exist" in result.stderr
