@@ -3,10 +3,13 @@ users start them: ``python -m paddle.distributed.launch --nproc_per_node 2 train
 
 import re
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import paddle
-from conftest import FAST_SIZES, run_script
+from conftest import FAST_SIZES, REPO_ROOT, run_script
 from paddlevision.models import AlexNet
 
 SUMMARY = re.compile(r"^ \* Acc@1 \d\.\d{3} Acc@5 \d\.\d{3}$", re.M)
@@ -66,3 +69,25 @@ def test_two_processes_train_to_the_same_weights_as_one(lite_data, tmp_path):
     paddle.seed(7)
     initial = AlexNet(num_classes=4, dropout=0.0).state_dict()
     assert np.abs(one["classifier.6.weight"] - initial["classifier.6.weight"].numpy()).max() > 1e-4
+
+
+def test_two_nodes_with_a_rendezvous_master(lite_data, tmp_path):
+    """The multi-node form, with both "nodes" on this machine: two launchers meeting at
+    ``--master``, one process each."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "paddle.distributed.launch", "--master", f"127.0.0.1:{port}", "--nnodes", "2",
+             "--rank", str(rank), "--nproc_per_node", "1", "--log_dir", str(tmp_path / f"node{rank}"), "train.py",
+             "--device", "cpu", "--data-path", str(lite_data), "--epochs", "1", "-b", "4", "-j", "0",
+             "--output-dir", str(tmp_path / "out"), *FAST_SIZES],
+            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for rank in (0, 1)
+    ]
+    assert [node.wait(timeout=600) for node in nodes] == [0, 0]
+    logs = [(tmp_path / f"node{rank}" / "workerlog.0").read_text() for rank in (0, 1)]
+    assert len(SUMMARY.findall(logs[0])) == 1 and not SUMMARY.search(logs[1])
+    assert (tmp_path / "out" / "latest.pdparams").is_file()
