@@ -1,0 +1,209 @@
+"""Load test of the HTTP service (deploy/py_serving) against offline Paddle Inference.
+
+    python benchmarks/serve_load.py --model-dir ./alexnet_infer --json serve_load.json
+
+1. Offline, with the service's predictor settings: the reference (class_id, prob) of 32
+   distinct images at batch 1, predictor-only throughput at batch 32 and latency at batch 1
+   (median of timed runs on preprocessed arrays).
+2. For dynamic batching on, then off: starts web_service.py on a free loopback port,
+   sends 64 untimed requests, then drives it with 1, 4 and 16 concurrent clients
+   (asyncio + httpx, one image per request, images in turn) and checks every answer
+   against the image's offline result (same class_id, |prob difference| <= 1e-4).
+
+Clients and service share this machine's cores, so the numbers include the clients' cost.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore", message="No ccache found")
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from paddlevision.batch_predict import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, expand_image_paths
+from paddlevision.datasets import extract_lite_data
+from paddlevision.inference import PredictorOptions, create_predictor
+from paddlevision.model_dir import read_metadata
+from paddlevision.pipeline import Preprocessor
+from paddlevision.serving.process import ServiceProcess
+from paddlevision.serving.protocol import build_request, parse_prediction
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NUM_IMAGES = 32
+PROB_TOLERANCE = 1e-4
+WARMUP_REQUESTS = 64
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Load test of the AlexNet HTTP service")
+    parser.add_argument("--model-dir", required=True, help="directory written by tools/export_model.py")
+    parser.add_argument("--cpu-threads", default=2, type=int, help="math threads of the service and offline runs")
+    parser.add_argument("--concurrency", default=[1, 4, 16], type=int, nargs="+", help="clients per run")
+    parser.add_argument("--requests", default=2000, type=int, help="requests of the runs at the highest concurrency")
+    parser.add_argument("--small-run-requests", default=300, type=int, help="requests of the other runs")
+    parser.add_argument("--repeats", default=5, type=int, help="timed offline runs (the median is kept)")
+    parser.add_argument("--json", default=None, help="write the results to this file")
+    return parser
+
+
+def make_images(workdir):
+    """32 distinct JPEGs: images/demo.jpg and the lite data, alternately mirrored, every
+    third cropped to its central 80%."""
+    lite = extract_lite_data(REPO_ROOT / "test_images" / "lite_data.tar", workdir)
+    sources = [REPO_ROOT / "images" / "demo.jpg"] + [Path(p) for p in expand_image_paths(f"{lite}/*/*/*.jpg")]
+    images = []
+    for index, source in enumerate(sources[:NUM_IMAGES]):
+        image = Image.open(source).convert("RGB")
+        if index % 2:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if index % 3 == 0:
+            width, height = image.size
+            image = image.crop((width // 10, height // 10, width - width // 10, height - height // 10))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def median_seconds(run, repeats):
+    run()  # warm-up: oneDNN prepares its kernels for this shape
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def offline_measurements(model_dir, images, args):
+    """Reference results per image, batch-32 images/s and batch-1 latency in ms."""
+    metadata = read_metadata(model_dir)
+    preprocess = Preprocessor(
+        metadata.get("resize_size", DEFAULT_RESIZE_SIZE), metadata.get("img_size", DEFAULT_CROP_SIZE)
+    )
+    predictor = create_predictor(model_dir, PredictorOptions(cpu_threads=args.cpu_threads))
+    arrays = np.stack([preprocess(data) for data in images])
+    references = []
+    for array in arrays:
+        probs = predictor.run(array[None])[0]
+        references.append((int(np.argmax(probs)), float(np.max(probs))))
+    batch32 = np.resize(arrays, (32, *arrays.shape[1:]))
+    batch32_seconds = median_seconds(lambda: predictor.run(batch32), args.repeats)
+    batch1_seconds = median_seconds(lambda: [predictor.run(arrays[i : i + 1]) for i in range(10)], args.repeats) / 10
+    return references, 32 / batch32_seconds, 1000 * batch1_seconds
+
+
+async def drive(url, bodies, references, concurrency, num_requests):
+    """Send ``num_requests`` requests from ``concurrency`` clients; per-run statistics."""
+    latencies, counts = [], {"errors": 0, "mismatches": 0}
+    next_request = iter(range(num_requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Content-Type": "application/json"}
+
+    async def client(http):
+        for index in next_request:
+            image = index % len(bodies)
+            start = time.perf_counter()
+            try:
+                response = await http.post(url, content=bodies[image], headers=headers)
+                answer = response.json()
+            except (httpx.HTTPError, ValueError):
+                counts["errors"] += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+            if response.status_code != 200 or answer.get("err_no") != 0:
+                counts["errors"] += 1
+                continue
+            [class_id], [prob] = parse_prediction(answer)
+            expected_class, expected_prob = references[image]
+            if class_id != expected_class or abs(prob - expected_prob) > PROB_TOLERANCE:
+                counts["mismatches"] += 1
+
+    async with httpx.AsyncClient(timeout=120.0, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        seconds = time.perf_counter() - start
+    answered = num_requests - counts["errors"]
+    percentiles = np.percentile(np.array(latencies) * 1000, [50, 95, 99]) if latencies else [float("nan")] * 3
+    return {
+        "concurrency": concurrency,
+        "requests": num_requests,
+        **counts,
+        "images_per_sec": answered / seconds,  # one image per request
+        "requests_per_sec": num_requests / seconds,
+        "p50_ms": float(percentiles[0]),
+        "p95_ms": float(percentiles[1]),
+        "p99_ms": float(percentiles[2]),
+    }
+
+
+def service_runs(model_dir, bodies, references, batching, args, workdir):
+    flags = ["--model-dir", model_dir, "--cpu-threads", args.cpu_threads] + ([] if batching else ["--no-batching"])
+    server = ServiceProcess(*flags, log_path=Path(workdir) / f"service_batching_{batching}.log")
+    runs = []
+    try:
+        server.wait_healthy()
+        asyncio.run(drive(server.prediction_url, bodies, references, max(args.concurrency), WARMUP_REQUESTS))
+        for concurrency in args.concurrency:
+            num_requests = args.requests if concurrency == max(args.concurrency) else args.small_run_requests
+            run = asyncio.run(drive(server.prediction_url, bodies, references, concurrency, num_requests))
+            runs.append({**run, "batching": batching})
+            print(format_run(runs[-1]), flush=True)
+    finally:
+        exit_status = server.stop()
+    if exit_status != 0:
+        raise SystemExit(f"error: the service exited with {exit_status} after SIGTERM:\n{server.log()}")
+    return runs
+
+
+def format_run(run):
+    return (
+        f"{run['concurrency']:>11} | {str(run['batching']).lower():>8} | {run['requests']:>8} | {run['errors']:>6} | "
+        f"{run['mismatches']:>10} | {run['images_per_sec']:>10.1f} | {run['requests_per_sec']:>8.1f} | "
+        f"{run['p50_ms']:>7.1f} | {run['p95_ms']:>7.1f} | {run['p99_ms']:>7.1f}"
+    )
+
+
+TABLE_HEADER = (
+    "concurrency | batching | requests | errors | mismatches |   images/s |  req/s   | p50 ms  | p95 ms  | p99 ms\n"
+    "------------+----------+----------+--------+------------+------------+----------+---------+---------+--------"
+)
+
+
+def main(args):
+    # Paddle turns on INFO logging; httpx would then log every request, costing client CPU.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="serve_load-") as workdir:
+        images = make_images(workdir)
+        bodies = [json.dumps(build_request([data])).encode() for data in images]
+        references, batch32_ips, batch1_ms = offline_measurements(args.model_dir, images, args)
+        print(
+            f"offline Paddle Inference, {args.cpu_threads} threads, predictor only: "
+            f"batch 32 {batch32_ips:.1f} images/s, batch 1 {batch1_ms:.2f} ms",
+            flush=True,
+        )
+        print(TABLE_HEADER, flush=True)
+        runs = []
+        for batching in (True, False):
+            runs += service_runs(args.model_dir, bodies, references, batching, args, workdir)
+    results = {"offline_batch32_images_per_sec": batch32_ips, "offline_batch1_latency_ms": batch1_ms, "runs": runs}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    failed = sum(run["errors"] + run["mismatches"] for run in runs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
