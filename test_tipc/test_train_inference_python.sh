@@ -34,6 +34,7 @@ PYTHON_BIN=${PYTHON:-$(config_value "$L_PYTHON")}
 OUTPUT_DIR=${TIPC_OUTPUT_DIR:-test_tipc/output}
 # tools/predict.py and infer.py must agree on this image's class (the consistency check).
 CHECK_IMAGE=images/demo.jpg
+PROB_TOLERANCE=1e-4
 INFERENCE_SCRIPT=$(config_value "$L_INFERENCE")
 INFER_LOGS=()  # logs of the successful inference runs on the current model
 
@@ -158,28 +159,40 @@ run_inference() {
     done
 }
 
-# The class_id infer.py printed for CHECK_IMAGE in LOG (nothing if it is not there).
-infer_class_id() {
+# "class_id prob" as infer.py printed them for CHECK_IMAGE in LOG (nothing if absent).
+infer_prediction() {
     awk -v want="${CHECK_IMAGE#./}" '
         $1 == "image_name:" {
             name = $2; sub(/,$/, "", name); sub(/^\.\//, "", name)
-            if (name == want) { id = $4; sub(/,$/, "", id); print id; exit }
+            if (name == want) { id = $4; prob = $6; sub(/,$/, "", id); sub(/,$/, "", prob); print id, prob; exit }
         }' "$1"
 }
 
+# True when two "class_id prob" pairs name the same class with probabilities within
+# PROB_TOLERANCE: a barely trained lite model is near-uniform, so the class alone
+# would hardly tell two engines apart.
+same_prediction() {
+    awk -v a="$1" -v b="$2" -v tol="$PROB_TOLERANCE" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        d = x[2] - y[2]; if (d < 0) d = -d
+        exit !(x[1] != "" && x[1] == y[1] && d <= tol)
+    }'
+}
+
 # tools/predict.py on WEIGHTS (training engine) and infer.py on the exported model must
-# give CHECK_IMAGE the same class. Compared with every inference log that classified
-# CHECK_IMAGE; if none did (the config infers other images), infer.py runs on it once.
+# give CHECK_IMAGE the same class and probability. Compared with every inference log
+# that classified CHECK_IMAGE; if none did (the config infers other images), infer.py
+# runs on it once.
 check_consistency() {
     local weights=$1 model_dir=$2 log_dir=$3
     local predict_log="$log_dir/predict.log" expected got log_file description
     local -a compared=() mismatched=() cmd
     run_logged "$predict_log" "$PYTHON_BIN" tools/predict.py "--pretrained=$weights" \
         "--img-path=$CHECK_IMAGE" --device=cpu || return
-    expected=$(sed -n 's/^class_id: \([0-9][0-9]*\),.*/\1/p' "$predict_log" | head -n 1)
+    expected=$(sed -n 's/^class_id: \([0-9][0-9]*\), prob: \([^,]*\).*/\1 \2/p' "$predict_log" | head -n 1)
 
     for log_file in "${INFER_LOGS[@]}"; do
-        [[ -n "$(infer_class_id "$log_file")" ]] && compared+=("$log_file")
+        [[ -n "$(infer_prediction "$log_file")" ]] && compared+=("$log_file")
     done
     if (( ${#compared[@]} == 0 )); then
         log_file="$log_dir/python_infer_check_image.log"
@@ -191,10 +204,10 @@ check_consistency() {
     fi
 
     for log_file in "${compared[@]}"; do
-        got=$(infer_class_id "$log_file")
-        [[ -n "$expected" && "$got" == "$expected" ]] || mismatched+=("${log_file} gave ${got:-nothing}")
+        got=$(infer_prediction "$log_file")
+        same_prediction "$expected" "$got" || mismatched+=("${log_file} gave '${got:-nothing}'")
     done
-    description="consistency check: class_id of ${CHECK_IMAGE} from tools/predict.py (${expected:-none}, ${predict_log}) == ${INFERENCE_SCRIPT}'s in ${#compared[@]} inference log(s)"
+    description="consistency check: class_id and prob (+-${PROB_TOLERANCE}) of ${CHECK_IMAGE} from tools/predict.py ('${expected:-nothing}', ${predict_log}) == ${INFERENCE_SCRIPT}'s in ${#compared[@]} inference log(s)"
     if (( ${#mismatched[@]} > 0 )); then
         description+="; differs: $(printf '%s; ' "${mismatched[@]}")"
         status_check 1 "${description%; }"

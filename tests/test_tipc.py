@@ -61,9 +61,10 @@ def write_config(tmp_path, lines):
     return path
 
 
-def set_value(lines, key, value):
-    """Replace the value of the first line with KEY."""
-    index = next(i for i, line in enumerate(lines) if line.split(":", 1)[0] == key)
+def set_value(lines, key, value, last=False):
+    """Replace the value of the first (or last) line with KEY."""
+    indices = [i for i, line in enumerate(lines) if line.split(":", 1)[0] == key]
+    index = indices[-1] if last else indices[0]
     lines[index] = f"{key}:{value}"
     return index
 
@@ -174,3 +175,46 @@ def test_failed_inference_fails_the_run(tmp_path):
             result.stdout,
             re.M,
         )
+
+
+# Real (untrained) AlexNet weights, so that tools/predict.py runs, and an inference
+# script that succeeds but disagrees with it about images/demo.jpg.
+FAKE_TRAIN_REAL_WEIGHTS = """\
+import os, sys
+sys.path.insert(0, {repo!r})
+import paddle
+from paddlevision.models import get_model
+out = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-dir="))
+os.makedirs(out, exist_ok=True)
+paddle.seed(0)
+paddle.save(get_model("alexnet", num_classes=4).state_dict(), os.path.join(out, "latest.pdparams"))
+"""
+FAKE_INFER_WRONG_CLASS = """\
+import sys
+img = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--img-path="))
+print(f"image_name: {img}, class_id: 999, prob: 0.5")
+"""
+
+
+def test_inconsistent_inference_fails_the_check(tmp_path):
+    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN_REAL_WEIGHTS.format(repo=str(REPO_ROOT)))
+    (tmp_path / "fake_export.py").write_text(FAKE_EXPORT)
+    (tmp_path / "fake_infer.py").write_text(FAKE_INFER_WRONG_CLASS)
+    lines = config_lines()
+    set_value(lines, "gpu_list", "-1")
+    set_value(lines, "norm_train", tmp_path / "fake_train.py")
+    set_value(lines, "eval", "null")
+    set_value(lines, "norm_export", tmp_path / "fake_export.py")
+    set_value(lines, "inference", tmp_path / "fake_infer.py")
+    set_value(lines, "--use-gpu", "False")
+    set_value(lines, "--use-mkldnn", "True")
+    set_value(lines, "--batch-size", "1", last=True)  # the inference batch size
+    config = write_config(tmp_path, lines)
+
+    result = run_tipc(TEST_SCRIPT, config, "lite_train_lite_infer", tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^Run successfully with command - python tools/predict\.py ", result.stdout, re.M)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("Run failed")]
+    assert len(failed) == 1 and failed[0].startswith("Run failed with command - consistency check: ")
+    assert "gave '999 0.5'" in failed[0]
+    assert result.stdout.rstrip().splitlines()[-1] == "4 succeeded, 1 failed"
