@@ -19,6 +19,9 @@ readonly L_USE_MKLDNN=41 L_CPU_THREADS=42 L_INFER_BATCH=43 L_USE_TRT=44 L_PRECIS
 readonly L_MODEL_DIR=46 L_IMG_PATH=47 L_SAVE_LOG=48 L_BENCHMARK=49 L_INFER_PARAM1=50
 
 readonly SEPARATOR_LINES=(13 21 25)
+# Lines whose value may be a list of mode=value pairs (the others are used as written).
+readonly MODE_VALUE_LINES=($L_EPOCHS $L_TRAIN_BATCH $L_PRETRAINED $L_TRAIN_INFER_IMG $L_TRAIN_PARAM1
+    $L_EVAL_PARAM1 $L_INFER_MODEL $L_IMG_PATH $L_SAVE_LOG $L_BENCHMARK $L_INFER_PARAM1)
 # Lines whose value is a command: "script [args]"; the script must exist.
 readonly COMMAND_LINES=($L_NORM_TRAIN $L_PACT_TRAIN $L_FPGM_TRAIN $L_DISTILL_TRAIN $L_TRAINER_KEY1
     $L_TRAINER_KEY2 $L_EVAL $L_NORM_EXPORT $L_QUANT_EXPORT $L_FPGM_EXPORT $L_DISTILL_EXPORT $L_INFER_EXPORT
@@ -134,6 +137,8 @@ validate_config() {
         # "a||b", "|a" or "a|" are typos, not alternatives.
         [[ "$value" =~ $empty_alternative ]] && config_error "$index" "empty alternative in a '|' list"
         if is_mode_list "$value"; then
+            [[ " ${MODE_VALUE_LINES[*]} " == *" $index "* ]] \
+                || config_error "$index" "mode=value pairs are not read on this line"
             IFS='|' read -ra pairs <<< "$value"
             for pair in "${pairs[@]}"; do
                 [[ "$pair" == *=* ]] && is_known_mode "${pair%%=*}" \

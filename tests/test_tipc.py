@@ -115,8 +115,13 @@ def _empty_alternative(lines):
     return set_value(lines, "gpu_list", "0||0,1") + 1, "empty alternative"
 
 
+def _mode_pairs_on_a_loop_line(lines):
+    return set_value(lines, "--cpu-threads", "lite_train_lite_infer=2") + 1, "mode=value pairs are not read"
+
+
 @pytest.mark.parametrize(
-    "corrupt", [_no_colon, _wrong_header, _shifted, _missing_script, _unknown_mode_key, _empty_alternative]
+    "corrupt",
+    [_no_colon, _wrong_header, _shifted, _missing_script, _unknown_mode_key, _empty_alternative, _mode_pairs_on_a_loop_line],
 )
 def test_bad_config_names_the_line(corrupt, tmp_path):
     lines = config_lines()
