@@ -11,7 +11,9 @@
 # checks err_no 0 and the class_id against deploy/py_inference/infer.py, and stops the
 # service with SIGTERM, which must exit 0. Run from the repository root; $PYTHON
 # overrides the config's python. Exit status 1 if any step failed, 2 for a bad config.
-# Logs and results_serving.log go to test_tipc/output/<model_name>/serving/.
+# Logs and results_serving.log go to $TIPC_SERVING_OUTPUT_DIR (default
+# test_tipc/output_serving/<model_name>), apart from test_train_inference_python.sh's
+# output directory, which that script empties at its start.
 
 set -u
 
@@ -45,7 +47,7 @@ IMG_PATH=$(config --img-path)
 WEIGHTS=${WEIGHTS_ARG:-$(config --pretrained)}
 [[ "$WEIGHTS" == "null" ]] && WEIGHTS=""
 
-OUTPUT_DIR="./test_tipc/output/${MODEL_NAME}/serving"
+OUTPUT_DIR=${TIPC_SERVING_OUTPUT_DIR:-./test_tipc/output_serving/${MODEL_NAME}}
 mkdir -p "$OUTPUT_DIR"
 TIPC_STATUS_LOG="$OUTPUT_DIR/results_serving.log"
 : > "$TIPC_STATUS_LOG"
