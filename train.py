@@ -139,11 +139,11 @@ def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics
     return acc1, acc5, loss
 
 
-def resolve_data_path(data_path):
+def resolve_data_path(data_path, test_only=False):
     if data_path is None:
         return Path(extract_lite_data(LITE_DATA_TAR, REPO_ROOT))
     path = Path(data_path)
-    for split in ("train", "val"):
+    for split in ("val",) if test_only else ("train", "val"):
         if not (path / split).is_dir():
             raise SystemExit(f"--data-path {data_path}: expected the sub-directories train/ and val/, {path / split} is missing")
     return path
@@ -214,7 +214,7 @@ def main(args):
     amp_dtype = resolve_amp_dtype(args)
     utils.print_main(args)
 
-    data_path = resolve_data_path(args.data_path)
+    data_path = resolve_data_path(args.data_path, args.test_only)
     dataset, dataset_test = load_data(data_path, args)
     train_sampler, data_loader, data_loader_test = make_loaders(dataset, dataset_test, args)
     class_names = dataset_test.classes

@@ -173,7 +173,10 @@ def _read_torch_weights(path):
         import torch
     except ImportError as err:
         raise CheckpointError(f"{path} is a PyTorch file; loading it needs torch installed ({err})") from err
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises unpickling, zip and runtime errors for a bad file
+        raise CheckpointError(f"cannot read PyTorch weights from {path}: {err}") from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a torchvision reference checkpoint rather than bare weights
     return torch_to_paddle_state_dict(state)

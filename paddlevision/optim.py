@@ -49,8 +49,10 @@ def build_lr_scheduler(lr, scheduler="steplr", epochs=90, step_size=30, gamma=0.
 
 
 def build_optimizer(name, parameters, learning_rate, momentum=0.9, weight_decay=1e-4):
-    """SGD with momentum (coupled L2 weight decay, as ``torch.optim.SGD``) or RMSprop with
-    torchvision's settings (alpha 0.9, eps 0.0316)."""
+    """SGD with momentum (coupled L2 weight decay, as ``torch.optim.SGD``), or RMSprop with
+    torchvision's hyper-parameters (alpha 0.9, eps 0.0316). Paddle's RMSProp adds eps
+    inside the square root and folds the LR into the momentum buffer, so it is not
+    numerically torch's (docs/alignment.md); the AlexNet recipe uses SGD."""
     if name == "sgd":
         return paddle.optimizer.Momentum(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
                                          weight_decay=weight_decay)

@@ -194,3 +194,10 @@ def test_build_from_checkpoint_reads_class_count(tmp_path):
     paddle.save(weights, str(tmp_path / "plain.pdparams"))
     built, meta = checkpoint.build_from_checkpoint(tmp_path / "plain.pdparams")
     assert meta["num_classes"] == 4 and built.num_classes == 4
+
+
+def test_corrupt_pth_is_a_checkpoint_error(tmp_path):
+    pytest.importorskip("torch", reason="reading .pth files needs torch")
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        checkpoint.read_weights(tmp_path / "garbage.pth")

@@ -106,3 +106,11 @@ def test_plot_metrics(trained_run, tmp_path):
     out, _ = trained_run
     run_script("tools/plot_metrics.py", out / "metrics.jsonl", "--out", tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_test_only_needs_only_val(trained_run, lite_data, tmp_path):
+    shutil.copytree(lite_data / "val", tmp_path / "val")
+    result = run_script("train.py", "--test-only", "--data-path", tmp_path, "--pretrained",
+                        trained_run[0] / "latest.pdparams", "--device", "cpu", "-j", "0", "--output-dir", "",
+                        *FAST_SIZES)
+    assert SUMMARY.search(result.stdout)
