@@ -47,6 +47,11 @@ class ImageDecodeError(ValueError):
         return type(self), (self.name, self.reason)
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image refused for its pixel count before decoding (``max_pixels`` or PIL's
+    decompression-bomb limit): the input may be valid, just more than the caller accepts."""
+
+
 def load_image(source, name=None, max_pixels=None):
     """Decode an image file or encoded bytes into a fully loaded RGB ``PIL.Image``.
 
@@ -94,7 +99,7 @@ def _decode(fp, display_name, max_pixels):
             with Image.open(fp) as img:
                 width, height = img.size
                 if max_pixels is not None and width * height > max_pixels:
-                    raise ImageDecodeError(
+                    raise ImageTooLargeError(
                         display_name,
                         f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
                     )
@@ -103,7 +108,7 @@ def _decode(fp, display_name, max_pixels):
                 img.load()
                 return _to_rgb(img, display_name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(display_name, f"decompression bomb guard: {exc}") from exc
+        raise ImageTooLargeError(display_name, f"decompression bomb guard: {exc}") from exc
     except ImageDecodeError:
         raise
     except Image.UnidentifiedImageError as exc:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddlevision.image import IMG_EXTENSIONS, ImageDecodeError, has_image_extension, load_image
+from paddlevision.image import IMG_EXTENSIONS, ImageDecodeError, ImageTooLargeError, has_image_extension, load_image
 
 
 def save(image, path, **kwargs):
@@ -157,7 +157,7 @@ def test_missing_file_is_not_a_decode_error(tmp_path):
 def test_max_pixels_refuses_before_decoding(tmp_path):
     path = save(gradient_rgb(40, 30), tmp_path / "big.png")
     assert_rgb(load_image(path, max_pixels=1200), (40, 30))
-    with pytest.raises(ImageDecodeError, match="big.png.*max_pixels=1199"):
+    with pytest.raises(ImageTooLargeError, match="big.png.*max_pixels=1199"):
         load_image(path, max_pixels=1199)
     # Only the header is needed: a file cut after its header is refused for its size,
     # not reported as truncated.

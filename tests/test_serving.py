@@ -170,7 +170,7 @@ BAD_REQUESTS = {
         dict(json={"key": ["image"], "value": [b64(DEMO.read_bytes()[:5000])]}), 400, ErrNo.INVALID_IMAGE
     ),
     "zero-byte image": (dict(json={"key": ["image"], "value": [""]}), 400, ErrNo.INVALID_IMAGE),
-    "huge dimensions": (dict(json={"key": ["image"], "value": [b64(huge_png())]}), 400, ErrNo.INVALID_IMAGE),
+    "huge dimensions": (dict(json={"key": ["image"], "value": [b64(huge_png())]}), 413, ErrNo.IMAGE_TOO_LARGE),
     "body over the limit (Content-Length)": (dict(content=b" " * (MAX_BODY_BYTES + 1)), 413, ErrNo.BODY_TOO_LARGE),
     "body over the limit (streamed)": (dict(content=oversized_chunks()), 413, ErrNo.BODY_TOO_LARGE),
 }

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paddlevision import inference
 from paddlevision.batch_predict import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE
-from paddlevision.image import ImageDecodeError
+from paddlevision.image import ImageDecodeError, ImageTooLargeError
 from paddlevision.model_dir import read_metadata
 from paddlevision.pipeline import Preprocessor, topk
 from paddlevision.serving.batching import DynamicBatcher, QueueFullError
@@ -153,6 +153,8 @@ class _Service:
         data = decode_image_value(value, key)
         try:
             return self.preprocessor(data, name=f"of key '{key}'")
+        except ImageTooLargeError as err:
+            raise ProtocolError(ErrNo.IMAGE_TOO_LARGE, str(err)) from None
         except ImageDecodeError as err:
             raise ProtocolError(ErrNo.INVALID_IMAGE, str(err)) from None
 
