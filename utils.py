@@ -131,7 +131,50 @@ def setup_device(device=None):
         raise SystemExit(f"--device {device}: this Paddle build has no usable GPU "
                          f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use --device cpu")
     paddle.set_device(device)
+    if device == "cpu":
+        configure_cpu_math()
     return device
+
+
+def _cpu_vendor_and_flags():
+    """``(vendor_id, set of feature flags)`` of the first CPU in /proc/cpuinfo (Linux)."""
+    vendor, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    vendor = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return vendor, flags
+
+
+def configure_cpu_math(num_threads=None):
+    """Make Paddle's CPU kernels use this process's share of the cores, at full speed.
+
+    In dygraph, convolutions and matmuls run on Paddle's bundled MKL; oneDNN is used only
+    by static graphs and Paddle Inference. Two defaults make that slow:
+
+    * ``import paddle`` pins ``OMP_NUM_THREADS`` to 1, so MKL runs on one core; the
+      thread count is set here to the usable cores divided among the processes that
+      ``paddle.distributed.launch`` started on this machine.
+    * The bundled MKL picks its generic SSE code path on non-Intel CPUs. On an AMD CPU
+      with AVX2, ``MKL_DEBUG_CPU_TYPE=5`` selects the AVX2 kernels instead (about twice
+      as fast for AlexNet's convolutions on an EPYC). MKL reads it at its first call, so
+      this must run before any computation; a value already in the environment wins.
+    """
+    vendor, flags = _cpu_vendor_and_flags()
+    if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
+        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+    if num_threads is None:
+        processes_here = int(os.environ.get("PADDLE_LOCAL_SIZE", "1"))
+        num_threads = max(1, len(os.sched_getaffinity(0)) // processes_here)
+    paddle.base.core.set_num_threads(num_threads)
+    return num_threads
 
 
 def get_world_size():
