@@ -28,14 +28,15 @@ LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
 
 
 def resolve_amp_dtype(args):
-    """``--amp``: float16 on GPU, bfloat16 on CPUs that support it, else a clear error."""
+    """``--amp``: float16 on GPU. On CPU, Paddle 3.3's dygraph ``auto_cast`` only warns and
+    computes in float32 even where the CPU has bfloat16, so ``--amp`` is refused there
+    rather than silently ignored."""
     if not args.amp:
         return None
     if args.device.startswith("gpu"):
         return "float16"
-    if paddle.amp.is_bfloat16_supported():
-        return "bfloat16"
-    raise SystemExit("--amp on CPU needs bfloat16 support (AVX512_BF16 or AMX); this CPU has neither")
+    raise SystemExit("--amp: Paddle's dygraph mixed precision has no effect on CPU (auto_cast runs float32 there); "
+                     "train without --amp, or use a GPU")
 
 
 def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics):
@@ -301,7 +302,8 @@ def get_args_parser(add_help=True):
     parser.add_argument("--num-classes", default=None, type=int, help="number of classes (default: class folders)")
     parser.add_argument("--auto-augment", default=None, help="auto augment policy (imagenet)")
     parser.add_argument("--random-erase", default=0.0, type=float, help="random erasing probability")
-    parser.add_argument("--amp", action="store_true", help="mixed precision: float16 on GPU, bfloat16 on CPU")
+    parser.add_argument("--amp", action="store_true",
+                        help="float16 mixed precision (GPU only: Paddle's dygraph AMP does nothing on CPU)")
     parser.add_argument("--seed", default=None, type=int, help="seed for reproducible runs")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     parser.add_argument("--val-resize-size", default=256, type=int, help="evaluation resize (short side)")
