@@ -99,7 +99,7 @@ def log_train_window(window, epoch, step, lr, metrics):
     utils.print_main(
         f"[Epoch {epoch}, iter: {step}] top1: {record['top1']:.5f}, top5: {record['top5']:.5f}, "
         f"lr: {lr:.5f}, loss: {record['loss']:.5f}, avg_reader_cost: {record['avg_reader_cost']:.5f} sec, "
-        f"avg_batch_cost: {record['avg_batch_cost']:.5f} sec, avg_samples: {record['avg_samples']}, "
+        f"avg_batch_cost: {record['avg_batch_cost']:.5f} sec, avg_samples: {record['avg_samples']:.1f}, "
         f"avg_ips: {record['avg_ips']:.5f} images/sec."
     )
     metrics.write(type="train", epoch=epoch, iter=step, **record)

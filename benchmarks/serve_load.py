@@ -3,8 +3,9 @@
     python benchmarks/serve_load.py --model-dir ./alexnet_infer --json serve_load.json
 
 1. Offline, with the service's predictor settings: the reference (class_id, prob) of 32
-   distinct images at batch 1, predictor-only throughput at batch 32 and latency at batch 1
-   (median of timed runs on preprocessed arrays).
+   distinct images at batch 1; throughput at batch 32 and latency at batch 1, both for
+   the predictor alone (on preprocessed arrays) and end to end as infer.py classifies
+   images (decode + preprocess + predictor, one thread), medians of timed runs.
 2. For dynamic batching on, then off: starts web_service.py on a free loopback port,
    sends 64 untimed requests, then drives it with 1, 4 and 16 concurrent clients
    (asyncio + httpx, one image per request, images in turn) and checks every answer
@@ -88,7 +89,8 @@ def median_seconds(run, repeats):
 
 
 def offline_measurements(model_dir, images, args):
-    """Reference results per image, batch-32 images/s and batch-1 latency in ms."""
+    """Reference results per image, and batch-32 images/s and batch-1 latency in ms, for
+    the predictor alone and end to end (from encoded image to probabilities)."""
     metadata = read_metadata(model_dir)
     preprocess = Preprocessor(
         metadata.get("resize_size", DEFAULT_RESIZE_SIZE), metadata.get("img_size", DEFAULT_CROP_SIZE)
@@ -100,9 +102,21 @@ def offline_measurements(model_dir, images, args):
         probs = predictor.run(array[None])[0]
         references.append((int(np.argmax(probs)), float(np.max(probs))))
     batch32 = np.resize(arrays, (32, *arrays.shape[1:]))
-    batch32_seconds = median_seconds(lambda: predictor.run(batch32), args.repeats)
-    batch1_seconds = median_seconds(lambda: [predictor.run(arrays[i : i + 1]) for i in range(10)], args.repeats) / 10
-    return references, 32 / batch32_seconds, 1000 * batch1_seconds
+    encoded32 = [images[i % len(images)] for i in range(32)]
+    seconds = {
+        "batch32": median_seconds(lambda: predictor.run(batch32), args.repeats),
+        "batch1": median_seconds(lambda: [predictor.run(arrays[i : i + 1]) for i in range(10)], args.repeats) / 10,
+        "e2e_batch32": median_seconds(lambda: predictor.run(preprocess.batch(encoded32)), args.repeats),
+        "e2e_batch1": median_seconds(
+            lambda: [predictor.run(preprocess.batch(images[i : i + 1])) for i in range(10)], args.repeats
+        ) / 10,
+    }
+    return references, {
+        "offline_batch32_images_per_sec": 32 / seconds["batch32"],
+        "offline_batch1_latency_ms": 1000 * seconds["batch1"],
+        "offline_end_to_end_batch32_images_per_sec": 32 / seconds["e2e_batch32"],
+        "offline_end_to_end_batch1_latency_ms": 1000 * seconds["e2e_batch1"],
+    }
 
 
 async def drive(url, bodies, references, concurrency, num_requests):
@@ -182,23 +196,42 @@ TABLE_HEADER = (
 )
 
 
+def print_targets(offline, runs):
+    """The issue's targets, against both offline baselines."""
+    batched = {run["concurrency"]: run for run in runs if run["batching"]}
+    if 16 in batched:
+        ips = batched[16]["images_per_sec"]
+        print(f"16 clients, batching: {ips / offline['offline_batch32_images_per_sec']:.2f}x offline batch-32 "
+              f"(predictor only), {ips / offline['offline_end_to_end_batch32_images_per_sec']:.2f}x end to end "
+              "(target 0.8x)")
+    if 1 in batched:
+        p50 = batched[1]["p50_ms"]
+        print(f"1 client, batching: p50 {p50:.1f} ms = offline batch-1 "
+              f"{p50 - offline['offline_batch1_latency_ms']:+.1f} ms (predictor only), "
+              f"{p50 - offline['offline_end_to_end_batch1_latency_ms']:+.1f} ms (end to end) (target +5 ms at most)")
+
+
 def main(args):
     # Paddle turns on INFO logging; httpx would then log every request, costing client CPU.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="serve_load-") as workdir:
         images = make_images(workdir)
         bodies = [json.dumps(build_request([data])).encode() for data in images]
-        references, batch32_ips, batch1_ms = offline_measurements(args.model_dir, images, args)
+        references, offline = offline_measurements(args.model_dir, images, args)
         print(
-            f"offline Paddle Inference, {args.cpu_threads} threads, predictor only: "
-            f"batch 32 {batch32_ips:.1f} images/s, batch 1 {batch1_ms:.2f} ms",
+            f"offline Paddle Inference, {args.cpu_threads} threads: predictor only: batch 32 "
+            f"{offline['offline_batch32_images_per_sec']:.1f} images/s, batch 1 "
+            f"{offline['offline_batch1_latency_ms']:.2f} ms; end to end (decode + preprocess + predictor): "
+            f"batch 32 {offline['offline_end_to_end_batch32_images_per_sec']:.1f} images/s, batch 1 "
+            f"{offline['offline_end_to_end_batch1_latency_ms']:.2f} ms",
             flush=True,
         )
         print(TABLE_HEADER, flush=True)
         runs = []
         for batching in (True, False):
             runs += service_runs(args.model_dir, bodies, references, batching, args, workdir)
-    results = {"offline_batch32_images_per_sec": batch32_ips, "offline_batch1_latency_ms": batch1_ms, "runs": runs}
+    print_targets(offline, runs)
+    results = {**offline, "runs": runs}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     failed = sum(run["errors"] + run["mismatches"] for run in runs)
