@@ -7,7 +7,6 @@ Evaluation only: python train.py --test-only --data-path ./ILSVRC2012 --pretrain
 
 import argparse
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -193,7 +192,9 @@ def make_loaders(dataset, dataset_test, args):
 
 
 def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, is_best):
-    """``model_{epoch}`` is written once; ``latest`` and ``best_model`` are atomic copies."""
+    """``model_{epoch}`` is written once; ``latest`` and ``best_model`` are atomic copies of
+    it. ``latest.pdopt`` is replaced before ``latest.pdparams``; both record the epoch, so a
+    crash between the two is detected on resume (and ``model_{epoch}`` is complete)."""
     if not utils.is_main_process():
         return
     prefix = os.path.join(args.output_dir, f"model_{epoch}")
@@ -201,10 +202,7 @@ def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, 
     copies = [("latest", (".pdopt", ".pdparams"))] + ([("best_model", (".pdparams",))] if is_best else [])
     for name, suffixes in copies:
         for suffix in suffixes:
-            target = os.path.join(args.output_dir, name + suffix)
-            tmp = target + ".tmp"
-            shutil.copyfile(prefix + suffix, tmp)
-            os.replace(tmp, target)
+            checkpoint.atomic_copy(prefix + suffix, os.path.join(args.output_dir, name + suffix))
 
 
 def main(args):
@@ -226,9 +224,12 @@ def main(args):
     model = get_model(args.model, num_classes=num_classes, dropout=args.dropout)
     meta = {"model": args.model, "num_classes": num_classes, "class_names": list(class_names)}
     if args.pretrained:
-        checkpoint.load_pretrained(model, args.pretrained)
+        # Starting a training from weights with another head is fine-tuning; evaluating
+        # such weights would measure a random head.
+        checkpoint.load_pretrained(model, args.pretrained, allow_head_mismatch=not args.test_only)
     criterion = paddle.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    metrics = utils.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl") if args.output_dir else None)
+    metrics = utils.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl") if args.output_dir else None,
+                                  append=bool(args.resume))
 
     if args.test_only:
         if args.resume:
@@ -244,15 +245,18 @@ def main(args):
     )
     optimizer = build_optimizer(args.opt, model.parameters(), lr_scheduler, args.momentum, args.weight_decay)
     scaler = paddle.amp.GradScaler() if amp_dtype == "float16" else None
+    best_acc1 = -1.0
     if args.resume:
-        args.start_epoch, _ = checkpoint.load_training_checkpoint(args.resume, model, optimizer, lr_scheduler, scaler)
+        args.start_epoch, resumed_meta = checkpoint.load_training_checkpoint(
+            args.resume, model, optimizer, lr_scheduler, scaler
+        )
+        best_acc1 = resumed_meta.get("best_acc1", best_acc1)
     elif args.start_epoch:
         lr_scheduler.step(args.start_epoch)
     train_model = paddle.DataParallel(model) if args.distributed else model
 
     if args.output_dir and utils.is_main_process():
         os.makedirs(args.output_dir, exist_ok=True)
-    best_acc1 = -1.0
     start_time = time.time()
     for epoch in range(args.start_epoch, args.epochs):
         train_sampler.set_epoch(epoch)
@@ -260,9 +264,11 @@ def main(args):
         train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics)
         lr_scheduler.step()
         acc1, _, _ = evaluate(model, criterion, data_loader_test, args, amp_dtype, epoch=epoch, metrics=metrics)
-        if args.output_dir:
-            save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, acc1 > best_acc1)
+        is_best = acc1 > best_acc1
         best_acc1 = max(best_acc1, acc1)
+        if args.output_dir:
+            save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch,
+                                   dict(meta, best_acc1=best_acc1), is_best)
     metrics.close()
     utils.print_main(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
 

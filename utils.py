@@ -61,9 +61,6 @@ class MetricLogger:
         for name, value in values.items():
             self.meters.setdefault(name, SmoothedValue()).update(value, n)
 
-    def add_meter(self, name, meter):
-        self.meters[name] = meter
-
     def __getattr__(self, name):
         meters = self.__dict__.get("meters", {})
         if name in meters:
@@ -238,15 +235,16 @@ def set_seed(seed):
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to ``path`` (main process only), flushing each
-    record so a crashed run keeps everything logged before the crash."""
+    """Writes one JSON object per line to ``path`` (main process only), flushing each
+    record so a crashed run keeps everything logged before the crash. A new run starts
+    the file afresh; a resumed one (``append``) continues it."""
 
-    def __init__(self, path):
+    def __init__(self, path, append=False):
         self.path = path
         self.file = None
         if path is not None and is_main_process():
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self.file = open(path, "a", encoding="utf-8")
+            self.file = open(path, "a" if append else "w", encoding="utf-8")
 
     def write(self, **record):
         if self.file is not None:

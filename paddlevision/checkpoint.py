@@ -74,6 +74,23 @@ def atomic_save(obj, path):
         raise
 
 
+def atomic_copy(source, target):
+    """Copy ``source`` to ``target`` with the same temporary-file-then-rename guarantee as
+    :func:`atomic_save`."""
+    target = Path(target)
+    fd, tmp = _temp_file_beside(target.parent, target.name, ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def sha256sum(path, chunk_size=1 << 20):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -217,12 +234,13 @@ def num_classes_of(state_dict, meta=None):
     return int(np.shape(state_dict[biases[-1]])[0])
 
 
-def load_state_dict_checked(model, state_dict, source="weights"):
+def load_state_dict_checked(model, state_dict, source="weights", allow_head_mismatch=False):
     """Load ``state_dict`` into ``model``.
 
-    A classifier head whose shape does not fit (fine-tuning to another class count) is
-    skipped with a warning; every other mismatch — missing, unexpected or misshapen
-    keys — is a :class:`CheckpointError` listing them.
+    With ``allow_head_mismatch`` (fine-tuning to another class count), a classifier head
+    whose shape does not fit is skipped with a warning. Every other mismatch — missing,
+    unexpected or misshapen keys — is a :class:`CheckpointError` listing them: evaluating,
+    exporting or resuming with a randomly initialised head would be silently wrong.
     """
     expected = model.state_dict()
     head = head_prefix(model)
@@ -231,8 +249,8 @@ def load_state_dict_checked(model, state_dict, source="weights"):
     misshapen = [
         k for k in expected if k in state_dict and list(np.shape(state_dict[k])) != list(expected[k].shape)
     ]
-    head_mismatch = [k for k in misshapen if k.startswith(head)]
-    other_mismatch = [k for k in misshapen if not k.startswith(head)]
+    head_mismatch = [k for k in misshapen if allow_head_mismatch and k.startswith(head)]
+    other_mismatch = [k for k in misshapen if k not in head_mismatch]
     if missing or unexpected or other_mismatch:
         details = []
         if missing:
@@ -255,11 +273,11 @@ def load_state_dict_checked(model, state_dict, source="weights"):
     return head_mismatch
 
 
-def load_pretrained(model, source, sha256=None):
+def load_pretrained(model, source, sha256=None, allow_head_mismatch=False):
     """Resolve ``source`` and load it into ``model``; returns the checkpoint's meta."""
     path = resolve_weights(source, sha256)
     state_dict, meta = read_weights(path)
-    load_state_dict_checked(model, state_dict, source=str(path))
+    load_state_dict_checked(model, state_dict, source=str(path), allow_head_mismatch=allow_head_mismatch)
     return meta
 
 
@@ -335,7 +353,13 @@ def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None
     ``(next_epoch, meta)``."""
     prefix = resolve_resume_prefix(resume)
     state_dict, meta = read_weights(f"{prefix}.pdparams")
-    training_state = paddle.load(f"{prefix}.pdopt")
+    try:
+        training_state = paddle.load(f"{prefix}.pdopt")
+    except Exception as err:  # paddle raises a variety of types for a corrupt pickle
+        raise CheckpointError(f"cannot read training state from {prefix}.pdopt: {err}") from err
+    missing = [key for key in ("optimizer", "lr_scheduler", "epoch", "rng") if key not in training_state]
+    if missing:
+        raise CheckpointError(f"{prefix}.pdopt is not a training checkpoint of train.py (no {', '.join(missing)})")
     if meta.get("epoch") != training_state["epoch"]:
         raise CheckpointError(
             f"{prefix}.pdparams (epoch {meta.get('epoch')}) and {prefix}.pdopt (epoch {training_state['epoch']}) "

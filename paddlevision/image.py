@@ -6,7 +6,6 @@ decode images exactly as training and evaluation did without importing the frame
 
 import io
 import os
-import warnings
 
 import numpy as np
 from PIL import Image
@@ -92,22 +91,13 @@ def load_image(source, name=None, max_pixels=None):
 
 def _decode(fp, display_name, max_pixels):
     try:
-        # PIL only warns between MAX_IMAGE_PIXELS and twice that; a warning does not stop
-        # a huge allocation, so it is raised as an error here.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
-                width, height = img.size
-                if max_pixels is not None and width * height > max_pixels:
-                    raise ImageTooLargeError(
-                        display_name,
-                        f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
-                    )
-                # Decode now so that truncated or corrupt data fails here, naming the
-                # file, instead of inside a later transform.
-                img.load()
-                return _to_rgb(img, display_name)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        with Image.open(fp) as img:
+            _check_pixel_count(img, display_name, max_pixels)
+            # Decode now so that truncated or corrupt data fails here, naming the
+            # file, instead of inside a later transform.
+            img.load()
+            return _to_rgb(img, display_name)
+    except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(display_name, f"decompression bomb guard: {exc}") from exc
     except ImageDecodeError:
         raise
@@ -118,6 +108,17 @@ def _decode(fp, display_name, max_pixels):
         # PIL reports bad data as UnidentifiedImageError (an OSError), OSError for
         # truncation, and SyntaxError/EOFError/ValueError from some format plugins.
         raise ImageDecodeError(display_name, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_pixel_count(img, display_name, max_pixels):
+    """Refuse from the header what would be too large to decode. PIL itself only warns
+    between its MAX_IMAGE_PIXELS and twice that, and turning that warning into an error
+    with the warnings module is not thread-safe, so the limit is compared here."""
+    width, height = img.size
+    limits = [(max_pixels, f"max_pixels={max_pixels}"), (Image.MAX_IMAGE_PIXELS, "PIL's decompression-bomb limit")]
+    for limit, what in limits:
+        if limit is not None and width * height > limit:
+            raise ImageTooLargeError(display_name, f"{width}x{height} = {width * height} pixels exceeds {what}")
 
 
 def _to_rgb(img, display_name):

@@ -24,10 +24,12 @@ def imagenet_class_names():
 
 
 def class_names_for(num_classes, class_names=None):
-    """Names for a classifier's outputs: ``class_names`` if given, ImageNet's for a
-    1000-class model, else ``None`` (callers then print indices)."""
+    """Names for a classifier's outputs: ``class_names`` if given (one per output),
+    ImageNet's for a 1000-class model, else ``None`` (callers then print indices)."""
     if class_names is not None:
-        return list(class_names)
+        # A model trained with --num-classes above its class-folder count has outputs
+        # without a name; print ids rather than name some and fail on the others.
+        return list(class_names) if len(class_names) == num_classes else None
     if num_classes == IMAGENET_NUM_CLASSES:
         return imagenet_class_names()
     return None

@@ -24,7 +24,10 @@ class OnnxPredictor:
 
 def create_onnx_predictor(model_dir, cpu_threads=None):
     """``cpu_threads`` None lets ONNX Runtime use one thread per physical core."""
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise RuntimeError(f"the ONNX runner needs onnxruntime (pip install onnxruntime): {err}") from err
 
     options = onnxruntime.SessionOptions()
     # paddle2onnx leaves a few unused constants that ONNX Runtime would warn about on

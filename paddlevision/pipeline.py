@@ -22,12 +22,6 @@ class Preprocessor:
         return np.stack([self(source) for source in sources])
 
 
-def softmax(logits, axis=-1):
-    shifted = logits - np.max(logits, axis=axis, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / np.sum(exp, axis=axis, keepdims=True)
-
-
 def topk(probs, k=1):
     """Indices and probabilities of the k most likely classes of one probability row."""
     k = min(k, probs.shape[-1])

@@ -27,10 +27,19 @@ source "$(dirname "$0")/common_func.sh"
 
 [[ -f "$CONFIG" ]] || { echo "error: config file '$CONFIG' not found" >&2; exit 2; }
 
-# The value of KEY in the config ("key:value" lines); exits 2 if the key is missing.
+REQUIRED_KEYS=(model_name python export --save-inference-dir --pretrained infer web_service --port --device client
+               --img-path)
+# Checked here, in the main shell: an exit inside $(config KEY) would only leave the
+# command substitution.
+for key in "${REQUIRED_KEYS[@]}"; do
+    grep -q -- "^${key}:" "$CONFIG" || { echo "error: ${CONFIG}: no '${key}:' line" >&2; exit 2; }
+done
+
+# The value of KEY in the config ("key:value" lines).
 config() {
     local line
-    line=$(grep -m1 "^$1:" "$CONFIG" | tr -d '\r') || { echo "error: ${CONFIG}: no '$1:' line" >&2; exit 2; }
+    line=$(grep -m1 -- "^$1:" "$CONFIG")
+    line=${line%$'\r'}
     printf '%s' "${line#*:}"
 }
 

@@ -57,10 +57,17 @@ def test_initialisation_follows_pytorch_default_bounds():
 
 
 def test_dropout_is_configurable_and_eval_is_deterministic():
-    model = AlexNet(num_classes=3, dropout=0.0)
     x = paddle.randn([2, 3, 64, 64])
-    model.train()
-    np.testing.assert_array_equal(model(x).numpy(), model(x).numpy())
+    paddle.seed(1)
+    no_dropout = AlexNet(num_classes=3, dropout=0.0)
+    no_dropout.train()
+    np.testing.assert_array_equal(no_dropout(x).numpy(), no_dropout(x).numpy())
+    paddle.seed(1)
+    with_dropout = AlexNet(num_classes=3, dropout=0.5)
+    with_dropout.train()
+    assert not np.array_equal(with_dropout(x).numpy(), with_dropout(x).numpy())
+    with_dropout.eval()
+    np.testing.assert_array_equal(with_dropout(x).numpy(), no_dropout(x).numpy())
 
 
 def test_get_model_rejects_unknown_names():

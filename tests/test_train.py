@@ -39,7 +39,7 @@ def test_one_epoch_logs_metrics_and_checkpoints(trained_run):
     weights = paddle.load(str(out / "latest.pdparams"))
     meta = weights["__paddlevision_meta__"]
     assert meta == {"model": "alexnet", "num_classes": 4, "class_names": ["astronaut", "cat", "coffee", "rocket"],
-                    "epoch": 0}
+                    "epoch": 0, "best_acc1": records[-1]["top1"]}
 
 
 def test_test_only_reproduces_the_final_evaluation(trained_run, lite_data):
@@ -78,6 +78,10 @@ def test_resume_equals_uninterrupted_run(lite_data, tmp_path):
     straight = paddle.load(str(tmp_path / "straight" / "latest.pdparams"))
     resumed = paddle.load(str(tmp_path / "first" / "latest.pdparams"))
     assert resumed["__paddlevision_meta__"]["epoch"] == 1
+    assert resumed["__paddlevision_meta__"]["best_acc1"] == straight["__paddlevision_meta__"]["best_acc1"]
+    # The resumed run continued the metrics file: one eval record per epoch, as the straight run.
+    evals = [line for line in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert len(evals) == 2
     for name, value in straight.items():
         if name != "__paddlevision_meta__":
             np.testing.assert_array_equal(value.numpy(), resumed[name].numpy(), err_msg=name)

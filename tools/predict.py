@@ -46,6 +46,8 @@ def main(args):
         image = Preprocessor(args.resize_size, args.crop_size)(args.img_path)
     except (CheckpointError, ImageDecodeError) as err:
         raise SystemExit(f"error: {err}")
+    except OSError as err:
+        raise SystemExit(f"error: --img-path {args.img_path}: {err.strerror or err}")
     model.eval()
     probs = paddle.nn.functional.softmax(model(paddle.to_tensor(image[None])), axis=-1).numpy()[0]
     class_ids, top_probs = topk(probs, args.topk)

@@ -27,7 +27,7 @@ def main(args):
     job = BatchJob(args)
     try:
         predictor = create_onnx_predictor(args.model_dir, cpu_threads=args.cpu_threads)
-    except (ModelDirError, ValueError) as err:
+    except (ModelDirError, ValueError, RuntimeError) as err:
         raise SystemExit(f"error: {err}")
     return job.run(predictor.run)
 

@@ -54,6 +54,10 @@ def main(args):
                 answer = query(client, args.url, path)
             except httpx.HTTPError as err:
                 raise SystemExit(f"error: cannot query {args.url}: {err}")
+            except OSError as err:
+                print(f"error: cannot read {path}: {err.strerror or err}", file=sys.stderr, flush=True)
+                status = 1
+                continue
             print({field: answer[field] for field in RESPONSE_FIELDS if field in answer}, flush=True)
             status = status or int(answer.get("err_no") != 0)
     return status

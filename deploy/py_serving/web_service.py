@@ -34,7 +34,8 @@ def main(args):
         config = config_from_args(args)
     except ConfigError as err:
         raise SystemExit(f"error: {err}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    # force: importing paddle has already given the root logger a handler of its own.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s", force=True)
     try:
         serve(config)
     except (ModelDirError, UnsupportedOptionError) as err:
