@@ -4,7 +4,7 @@ Each worker is a thread owning one predictor (a Paddle predictor's buffers belon
 instance, so workers never share one). A worker takes the oldest queued image and adds
 more, up to ``max_batch_size``; while other images are admitted but still being decoded
 it waits for them, at most ``max_wait_s``. With nothing on the way a lone image runs at
-once, so batching costs no latency at low load and fills batches under load.
+once rather than waiting for company; under load batches fill up.
 
 Every image carries its own asyncio future, resolved on its request's event loop, so a
 request gets exactly its own images' rows whatever batches they ran in.
