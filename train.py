@@ -38,6 +38,26 @@ def resolve_amp_dtype(args):
                      "train without --amp, or use a GPU")
 
 
+def forward_loss(model, criterion, image, target, amp_dtype=None):
+    """Logits and loss of one batch, under autocast when ``amp_dtype`` is set."""
+    with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
+        output = model(image)
+        loss = criterion(output, target)
+    return output, loss
+
+
+def optimizer_step(loss, optimizer, scaler=None):
+    """Backward and update, through the loss scaler for float16."""
+    optimizer.clear_grad()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics):
     """One pass over the training set. Loss and accuracy stay on the device and are
     summed over the window between two log lines, so the host waits for the device only
@@ -53,17 +73,8 @@ def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_d
         if target.shape[0] == 0:
             end = time.time()
             continue
-        with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
-            output = model(image)
-            loss = criterion(output, target)
-        optimizer.clear_grad()
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        output, loss = forward_loss(model, criterion, image, target, amp_dtype)
+        optimizer_step(loss, optimizer, scaler)
 
         batch_size = target.shape[0]
         correct1, correct5 = utils.correct_counts(output.detach(), target, topk=(1, 5))

@@ -116,24 +116,18 @@ def paddle_worker(args):
                 raise RuntimeError(exc) from None
         paddle.set_flags({"FLAGS_use_mkldnn": "FLAGS_use_mkldnn" in mode})
 
-        def forward_loss(image, target):
-            with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
-                return criterion(model(image), target)
+        # train.py's own step: its forward_loss (compiled as a whole in the to_static
+        # mode) and its optimizer_step.
+        def batch_loss(image, target):
+            return train.forward_loss(model, criterion, image, target, amp_dtype)[1]
 
         if mode.startswith("to_static"):
-            forward_loss = paddle.jit.to_static(forward_loss, full_graph=True)
+            batch_loss = paddle.jit.to_static(batch_loss, full_graph=True)
         scaler = paddle.amp.GradScaler() if amp_dtype == "float16" else None
 
         def step():
-            loss = forward_loss(image, target)
-            optimizer.clear_grad()
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            loss = batch_loss(image, target)
+            train.optimizer_step(loss, optimizer, scaler)
             return float(loss)  # waits for the device
 
         return step
