@@ -13,6 +13,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from paddlevision.hardware import cpu_vendor_and_flags, gpu_available, usable_cpu_count
+
 
 class SmoothedValue:
     """A window of recent values and a running total.
@@ -115,9 +117,7 @@ def accuracy(output, target, topk=(1,)):
 
 
 def default_device():
-    if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        return "gpu"
-    return "cpu"
+    return "gpu" if gpu_available() else "cpu"
 
 
 def setup_device(device=None):
@@ -131,23 +131,6 @@ def setup_device(device=None):
     if device == "cpu":
         configure_cpu_math()
     return device
-
-
-def _cpu_vendor_and_flags():
-    """``(vendor_id, set of feature flags)`` of the first CPU in /proc/cpuinfo (Linux)."""
-    vendor, flags = "", set()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    vendor = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return vendor, flags
 
 
 def configure_cpu_math(num_threads=None):
@@ -164,12 +147,12 @@ def configure_cpu_math(num_threads=None):
       as fast for AlexNet's convolutions on an EPYC). MKL reads it at its first call, so
       this must run before any computation; a value already in the environment wins.
     """
-    vendor, flags = _cpu_vendor_and_flags()
+    vendor, flags = cpu_vendor_and_flags()
     if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     if num_threads is None:
         processes_here = int(os.environ.get("PADDLE_LOCAL_SIZE", "1"))
-        num_threads = max(1, len(os.sched_getaffinity(0)) // processes_here)
+        num_threads = max(1, usable_cpu_count() // processes_here)
     paddle.base.core.set_num_threads(num_threads)
     return num_threads
 

@@ -16,6 +16,7 @@ import numpy as np
 import paddle
 from paddle import inference as paddle_infer
 
+from paddlevision.hardware import cpu_vendor_and_flags, gpu_available, usable_cpu_count
 from paddlevision.model_dir import ModelDirError, PaddleModelFiles, find_paddle_model_files, read_metadata
 
 __all__ = [
@@ -55,32 +56,11 @@ class PredictorOptions:
     max_batch_size: int = 1  # upper end of TensorRT's dynamic batch range
 
 
-def gpu_available():
-    return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_supports_bf16():
     """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX) and in this Paddle build.
     Without it oneDNN emulates bf16, which is slower than fp32."""
-    native = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_vendor_and_flags()[1])
     return native and paddle.amp.is_bfloat16_supported("cpu")
-
-
-def _default_cpu_threads():
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def check_options(options):
@@ -155,7 +135,7 @@ def create_config(model_dir, options):
             )
     else:
         config.disable_gpu()
-        config.set_cpu_math_library_num_threads(options.cpu_threads or _default_cpu_threads())
+        config.set_cpu_math_library_num_threads(options.cpu_threads or usable_cpu_count())
         if options.use_mkldnn:
             config.enable_onednn()
             if options.precision == "bf16":

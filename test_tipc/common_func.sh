@@ -216,7 +216,7 @@ export_line() {
 
 # True when this machine has a CUDA build of Paddle and at least one visible GPU.
 have_gpu() {
-    [[ "$("$PYTHON_BIN" -c 'import paddle; print(paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0)' 2> /dev/null)" == "True" ]]
+    [[ "$("$PYTHON_BIN" -c 'from paddlevision.hardware import gpu_available; print(gpu_available())' 2> /dev/null)" == "True" ]]
 }
 
 # --- running and logging ------------------------------------------------------------

@@ -31,21 +31,12 @@ validate_config "$MODE"
 PYTHON_BIN=${PYTHON:-$(config_value "$L_PYTHON")}
 LITE_TAR=test_images/lite_data.tar
 
-# Extract the bundled lite data set to ./lite_data unless it is there. Extracted into a
-# temporary directory and moved into place, so an interrupted run leaves no half tree.
+# The bundled lite data set in ./lite_data, extracted (atomically, once) by the same
+# function train.py uses.
 extract_lite_data() {
-    local staging
-    if [[ -d lite_data/train && -d lite_data/val ]]; then
-        echo "lite_data/ already present"
+    if "$PYTHON_BIN" -c 'import sys; from paddlevision.datasets import extract_lite_data as extract; print("lite data in", extract(sys.argv[1], "."))' "$LITE_TAR"; then
         return 0
     fi
-    staging=$(mktemp -d ./.lite_data.XXXXXX) || return 1
-    if tar -xf "$LITE_TAR" -C "$staging" && mv -T "$staging/lite_data" lite_data; then
-        rm -rf -- "$staging"
-        echo "extracted ${LITE_TAR} to lite_data/"
-        return 0
-    fi
-    rm -rf -- "$staging"
     echo "error: could not extract ${LITE_TAR} to lite_data/" >&2
     return 1
 }
