@@ -26,6 +26,7 @@ from paddlevision.checkpoint import (
     META_KEY,
     CheckpointError,
     atomic_save,
+    load_state_dict_checked,
     num_classes_of,
     paddle_to_torch_state_dict,
     read_weights,
@@ -56,20 +57,10 @@ def check_alexnet_state_dict(state_dict, source, num_classes=None):
         raise CheckpointError(f"{source} is not an AlexNet state dict; its keys are: {', '.join(state_dict) or '(none)'}")
     if num_classes is not None and classes != num_classes:
         raise CheckpointError(f"{source} has {classes} classes, --num-classes asked for {num_classes}")
-    expected = {name: list(value.shape) for name, value in AlexNet(num_classes=classes).state_dict().items()}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    misshapen = [
-        f"{k} {list(np.shape(state_dict[k]))} (expected {expected[k]})"
-        for k in expected
-        if k in state_dict and list(np.shape(state_dict[k])) != expected[k]
-    ]
-    if missing or unexpected or misshapen:
-        problems = [f"{label}: {', '.join(items)}" for label, items in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if items]
-        raise CheckpointError(
-            f"{source} is not an AlexNet state dict ({'; '.join(problems)}); its keys are: {', '.join(state_dict)}"
-        )
+    try:
+        load_state_dict_checked(AlexNet(num_classes=classes), state_dict, source=source)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; not an AlexNet state dict, its keys are: {', '.join(state_dict)}") from None
     return classes
 
 
