@@ -206,10 +206,12 @@ def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, 
     """``model_{epoch}`` is written once; ``latest`` and ``best_model`` are atomic copies of
     it. ``latest.pdopt`` is replaced before ``latest.pdparams``; both record the epoch, so a
     crash between the two is detected on resume (and ``model_{epoch}`` is complete)."""
+    rng_states = utils.gather_objects(checkpoint.rng_state())
     if not utils.is_main_process():
         return
     prefix = os.path.join(args.output_dir, f"model_{epoch}")
-    checkpoint.save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args, scaler, meta)
+    checkpoint.save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args, scaler, meta,
+                                        rng_states)
     copies = [("latest", (".pdopt", ".pdparams"))] + ([("best_model", (".pdparams",))] if is_best else [])
     for name, suffixes in copies:
         for suffix in suffixes:
@@ -259,7 +261,7 @@ def main(args):
     best_acc1 = -1.0
     if args.resume:
         args.start_epoch, resumed_meta = checkpoint.load_training_checkpoint(
-            args.resume, model, optimizer, lr_scheduler, scaler
+            args.resume, model, optimizer, lr_scheduler, scaler, rank=args.rank
         )
         best_acc1 = resumed_meta.get("best_acc1", best_acc1)
     elif args.start_epoch:

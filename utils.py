@@ -195,6 +195,15 @@ def reduce_across_processes(values):
     return tensor.numpy().tolist()
 
 
+def gather_objects(obj):
+    """``obj`` of every process, as a list indexed by rank."""
+    if get_world_size() == 1:
+        return [obj]
+    gathered = []
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 class ShardedEvalSampler(paddle.io.Sampler):
     """Every ``world_size``-th index starting at ``rank``: a partition of the dataset
     with no padding, so a gathered evaluation counts each sample exactly once."""

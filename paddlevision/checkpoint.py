@@ -299,7 +299,8 @@ def build_from_checkpoint(source, model_name=None, num_classes=None, sha256=None
 # ----------------------------------------------------------------- training checkpoints
 
 
-def _rng_state():
+def rng_state():
+    """This process's Python, numpy and Paddle RNG states, in a form paddle.save keeps."""
     # numpy's key array is uint32, which paddle.load would try (and fail) to turn into a
     # tensor: store it as a list.
     name, keys, pos, has_gauss, cached_gauss = np.random.get_state()
@@ -317,14 +318,17 @@ def _set_rng_state(state):
     paddle.set_rng_state(state["paddle"])
 
 
-def save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args=None, scaler=None, meta=None):
+def save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args=None, scaler=None, meta=None,
+                             rng_states=None):
     """Write ``{prefix}.pdopt`` then ``{prefix}.pdparams``, each atomically. Both record
-    the epoch, so a crash between the two renames is detected on resume."""
+    the epoch, so a crash between the two renames is detected on resume. ``rng_states``
+    holds every rank's :func:`rng_state` (default: this process's only), so that each
+    rank of a resumed data-parallel run continues its own random streams."""
     training_state = {
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_scheduler.state_dict(),
         "epoch": epoch,
-        "rng": _rng_state(),
+        "rng": rng_states or [rng_state()],
         "args": vars(args) if args is not None else {},
     }
     if scaler is not None:
@@ -348,9 +352,9 @@ def resolve_resume_prefix(resume):
     return str(path)
 
 
-def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None):
-    """Restore everything :func:`save_training_checkpoint` wrote; returns
-    ``(next_epoch, meta)``."""
+def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None, rank=0):
+    """Restore everything :func:`save_training_checkpoint` wrote, with the RNG states of
+    ``rank`` (rank 0's when the checkpoint has fewer ranks); returns ``(next_epoch, meta)``."""
     prefix = resolve_resume_prefix(resume)
     state_dict, meta = read_weights(f"{prefix}.pdparams")
     try:
@@ -370,5 +374,6 @@ def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None
     lr_scheduler.set_state_dict(training_state["lr_scheduler"])
     if scaler is not None and "scaler" in training_state:
         scaler.load_state_dict(training_state["scaler"])
-    _set_rng_state(training_state["rng"])
+    rng_states = training_state["rng"]
+    _set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
     return training_state["epoch"] + 1, meta

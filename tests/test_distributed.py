@@ -94,3 +94,15 @@ def test_two_nodes_with_a_rendezvous_master(lite_data, tmp_path):
     logs = [(tmp_path / f"node{rank}" / "workerlog.0").read_text() for rank in (0, 1)]
     assert len(SUMMARY.findall(logs[0])) == 1 and not SUMMARY.search(logs[1])
     assert (tmp_path / "out" / "latest.pdparams").is_file()
+
+
+def test_two_process_resume_equals_uninterrupted_run(lite_data, tmp_path):
+    """Each rank saves and restores its own random streams (dropout differs per rank)."""
+    common = ["--data-path", lite_data, "-b", "4", "-j", "0", "--seed", "5", "--print-freq", "100", "--lr", "0.001",
+              *FAST_SIZES]
+    launch(tmp_path, *common, "--epochs", "2", "--output-dir", tmp_path / "straight")
+    launch(tmp_path, *common, "--epochs", "1", "--output-dir", tmp_path / "resumed")
+    launch(tmp_path, *common, "--epochs", "2", "--output-dir", tmp_path / "resumed", "--resume", tmp_path / "resumed")
+    straight, resumed = (weights(tmp_path / run / "latest.pdparams") for run in ("straight", "resumed"))
+    for name in straight:
+        np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
