@@ -2,6 +2,8 @@
 through paddle2onnx, an ONNX model. The directory layout is :mod:`paddlevision.model_dir`'s.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import paddle
@@ -40,11 +42,15 @@ def export_inference_model(model, save_dir, img_size):
     :class:`~paddlevision.model_dir.PaddleModelFiles`."""
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    _remove_previous_export(save_dir)
     model.eval()
     net = paddle.nn.Sequential(model, paddle.nn.Softmax(axis=-1))
     input_spec = [paddle.static.InputSpec([None, 3, img_size, img_size], "float32", name=INPUT_NAME)]
-    paddle.jit.save(net, path=str(save_dir / MODEL_PREFIX), input_spec=input_spec)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=save_dir) as staging:
+        paddle.jit.save(net, path=str(Path(staging) / MODEL_PREFIX), input_spec=input_spec)
+        # Only once tracing and saving succeeded does the new model replace the old one.
+        _remove_previous_export(save_dir)
+        for path in Path(staging).iterdir():
+            os.replace(path, save_dir / path.name)
     return find_paddle_model_files(save_dir)
 
 

@@ -262,3 +262,22 @@ def test_deployment_modules_do_not_import_paddle():
         "assert not any(m == 'paddle' or m.startswith('paddle.') for m in sys.modules), 'paddle imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def test_failed_export_keeps_the_previous_one(tmp_path, monkeypatch):
+    import paddle
+
+    from paddlevision.export import export_inference_model
+    from paddlevision.models import AlexNet
+
+    model = AlexNet(num_classes=2)
+    export_inference_model(model, tmp_path, img_size=64)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def failing_save(*args, **kwargs):
+        raise RuntimeError("tracing failed")
+
+    monkeypatch.setattr(paddle.jit, "save", failing_save)
+    with pytest.raises(RuntimeError, match="tracing failed"):
+        export_inference_model(model, tmp_path, img_size=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -286,6 +286,12 @@ def test_config_file_errors_name_the_setting(tmp_path):
     path.write_text("workers: true\n")
     with pytest.raises(serving_config.ConfigError, match="workers must be an integer"):
         serving_config.load_config(path)
+    path.write_text("port: 70000\n")
+    with pytest.raises(serving_config.ConfigError, match="port must be at most 65535, got 70000"):
+        serving_config.load_config(path)
+    path.write_text("request_timeout_s: 0\n")
+    with pytest.raises(serving_config.ConfigError, match="request_timeout_s must be at least"):
+        serving_config.load_config(path)
     path.write_text("port: 8080\ncpu_threads: null\n")
     config = serving_config.load_config(path, {"max_batch_size": 1})
     assert (config.port, config.cpu_threads, config.max_batch_size) == (8080, None, 1)

@@ -23,14 +23,14 @@ class ConfigError(ValueError):
     """A setting that is unknown, of the wrong type or out of range; the message names it."""
 
 
-def _setting(default, help, minimum=None):
-    return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum})
+def _setting(default, help, minimum=None, maximum=None):
+    return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum})
 
 
 @dataclass(frozen=True)
 class ServingConfig:
     host: str = _setting("127.0.0.1", "address to listen on (0.0.0.0 exposes the service to the network)")
-    port: int = _setting(18080, "TCP port", minimum=1)
+    port: int = _setting(18080, "TCP port", minimum=1, maximum=65535)
     model_dir: str = _setting("./alexnet_infer", "directory written by tools/export_model.py")
     device: str = _setting("cpu", "cpu or gpu")
     gpu_id: int = _setting(0, "GPU to run on with device gpu", minimum=0)
@@ -45,8 +45,8 @@ class ServingConfig:
     queue_limit: int = _setting(256, "images admitted and not yet answered; beyond it requests get 503", minimum=1)
     max_body_bytes: int = _setting(10 * 1024 * 1024, "largest request body; larger ones get 413", minimum=1)
     max_image_pixels: int = _setting(40_000_000, "largest width*height decoded; larger images are refused", minimum=1)
-    request_timeout_s: float = _setting(30.0, "time a request may wait for its results before 504", minimum=0)
-    keep_alive_timeout_s: float = _setting(5.0, "idle HTTP keep-alive connections are closed after this", minimum=0)
+    request_timeout_s: float = _setting(30.0, "time a request may wait for its results before 504", minimum=0.001)
+    keep_alive_timeout_s: float = _setting(5.0, "idle HTTP keep-alive connections are closed after this", minimum=0.001)
     shutdown_timeout_s: float = _setting(30.0, "on SIGTERM, time to finish requests in flight", minimum=0)
     access_log: bool = _setting(False, "log every request (costs throughput under load)")
 
@@ -77,9 +77,11 @@ def _check_value(field, value):
         kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[expected]
         kind += " or null" if nullable else ""
         raise ConfigError(f"{field.name} must be {kind}, got {value!r} ({type(value).__name__})")
-    minimum = field.metadata["minimum"]
+    minimum, maximum = field.metadata["minimum"], field.metadata["maximum"]
     if minimum is not None and value < minimum:
         raise ConfigError(f"{field.name} must be at least {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{field.name} must be at most {maximum}, got {value!r}")
 
 
 def _fields():
