@@ -305,3 +305,23 @@ def test_command_line_overrides_the_file_and_rejects_bad_types(tmp_path):
     assert result.returncode != 0 and "port must be an integer, got 'http'" in result.stderr
     result = run_script("deploy/py_serving/web_service.py", "--model-dir", tmp_path / "none", check=False)
     assert result.returncode != 0 and "does not exist" in result.stderr
+
+
+def test_overload_and_timeout_answers(exported, images, tmp_path):
+    """A queue limit of one image refuses a two-image request at once (503); a timeout
+    shorter than any inference answers 504; both leave the service serving."""
+    server = ServiceProcess("--model-dir", exported, *SERVICE_FLAGS, "--queue-limit", "1",
+                            "--request-timeout-s", "0.001", log_path=tmp_path / "s.log")
+    try:
+        server.wait_healthy()
+        with httpx.Client(base_url=server.base_url, timeout=60.0) as http:
+            overloaded = predict(http, images[:2])
+            assert overloaded.status_code == 503 and overloaded.json()["err_no"] == ErrNo.OVERLOADED
+            timed_out = predict(http, images[:1])
+            assert timed_out.status_code == 504 and timed_out.json()["err_no"] == ErrNo.TIMEOUT
+            assert http.get("/health").status_code == 200
+            metrics = http.get("/metrics").text
+            assert re.search(r'errors_total\{kind="overloaded"\} 1\.0', metrics)
+            assert re.search(r'errors_total\{kind="timeout"\} 1\.0', metrics)
+    finally:
+        server.stop()
