@@ -11,6 +11,7 @@ File layout of a training checkpoint ``{prefix}``:
 * ``{prefix}.pdopt`` — optimizer, LR scheduler, AMP scaler, epoch, RNG states, args.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -56,15 +57,17 @@ def _temp_file_beside(directory, name, suffix):
     return fd, tmp
 
 
-def atomic_save(obj, path):
-    """``paddle.save`` into a temporary file beside ``path``, then rename: a crash during
-    the write never leaves a truncated file under the final name."""
+@contextlib.contextmanager
+def _atomic_target(path):
+    """Yield a temporary path beside ``path``; when the block completes, fsync it and
+    rename it to ``path``; when it fails, remove it. A crash mid-write therefore never
+    leaves a truncated file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_file_beside(path.parent, path.name, ".tmp")
     os.close(fd)
     try:
-        paddle.save(obj, tmp)
+        yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -74,21 +77,16 @@ def atomic_save(obj, path):
         raise
 
 
+def atomic_save(obj, path):
+    """``paddle.save`` to ``path`` atomically."""
+    with _atomic_target(path) as tmp:
+        paddle.save(obj, tmp)
+
+
 def atomic_copy(source, target):
-    """Copy ``source`` to ``target`` with the same temporary-file-then-rename guarantee as
-    :func:`atomic_save`."""
-    target = Path(target)
-    fd, tmp = _temp_file_beside(target.parent, target.name, ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Copy ``source`` to ``target`` atomically."""
+    with _atomic_target(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def sha256sum(path, chunk_size=1 << 20):

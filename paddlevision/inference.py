@@ -7,7 +7,6 @@ may be shared by threads: its runs are serialised, because a Paddle predictor's 
 output buffers belong to the instance.
 """
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Optional

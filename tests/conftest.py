@@ -4,7 +4,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 warnings.filterwarnings("ignore", message="No ccache found")
 
@@ -43,3 +45,14 @@ def trained_run(lite_data, tmp_path_factory):
         "--output-dir", out, "-j", "0", "--seed", "0", *FAST_SIZES,
     )
     return out, result
+
+
+def make_image(width, height, seed=0):
+    """Smooth colour gradients plus seeded noise, so crops and flips are distinguishable."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack(
+        [255.0 * x / max(width - 1, 1), 255.0 * y / max(height - 1, 1), 128 + 100 * np.sin(x / 7 + y / 5)], -1
+    )
+    noisy = base + rng.normal(0, 20, base.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")

@@ -9,7 +9,7 @@ import paddle
 import pytest
 from conftest import REPO_ROOT
 
-from paddlevision.checkpoint import META_KEY, CheckpointError, read_weights
+from paddlevision.checkpoint import CheckpointError, read_weights
 from paddlevision.models import AlexNet
 
 spec = importlib.util.spec_from_file_location("convert_torch_weights", REPO_ROOT / "tools" / "convert_torch_weights.py")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import make_image
 
 from paddlevision.transforms import (
     IMAGENET_MEAN,
@@ -25,17 +25,6 @@ from paddlevision.transforms import (
 from paddlevision.transforms.autoaugment import IMAGENET_POLICY, apply_op, magnitude_bins
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_image(width, height, seed=0):
-    """Smooth colour gradients plus seeded noise, so crops and flips are distinguishable."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack(
-        [255.0 * x / max(width - 1, 1), 255.0 * y / max(height - 1, 1), 128 + 100 * np.sin(x / 7 + y / 5)], -1
-    )
-    noisy = base + rng.normal(0, 20, base.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def pixels(img):

@@ -22,6 +22,7 @@ import torchvision.transforms as T  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from torchvision.transforms import InterpolationMode  # noqa: E402
 
+from conftest import make_image  # noqa: E402
 from paddlevision.transforms import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -43,16 +44,6 @@ INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
 }
-
-
-def make_image(width, height, seed=0):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack(
-        [255.0 * x / max(width - 1, 1), 255.0 * y / max(height - 1, 1), 128 + 100 * np.sin(x / 7 + y / 5)], -1
-    )
-    noisy = base + rng.normal(0, 20, base.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def bundled_images(limit=6):
