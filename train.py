@@ -17,7 +17,7 @@ import paddle
 
 import utils
 from paddlevision import checkpoint
-from paddlevision.datasets import ImageFolder, collate_skip_bad, extract_lite_data, make_loader
+from paddlevision.datasets import ImageFolder, ListDataset, collate_skip_bad, extract_lite_data, make_loader
 from paddlevision.models import get_model, list_models
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
 from presets import ClassificationPresetEval, ClassificationPresetTrain
@@ -150,38 +150,46 @@ def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics
     return acc1, acc5, loss
 
 
+def split_source(data_path, split):
+    """Where a split's images are listed: PaddleClas's ``{split}_list.txt`` when the data
+    root has one, else the ``{split}/`` class folders; ``None`` when neither exists."""
+    list_file = Path(data_path) / f"{split}_list.txt"
+    if list_file.is_file():
+        return list_file
+    folder = Path(data_path) / split
+    return folder if folder.is_dir() else None
+
+
 def resolve_data_path(data_path, test_only=False):
     if data_path is None:
         return Path(extract_lite_data(LITE_DATA_TAR, REPO_ROOT))
-    path = Path(data_path)
     for split in ("val",) if test_only else ("train", "val"):
-        if not (path / split).is_dir():
-            raise SystemExit(f"--data-path {data_path}: expected the sub-directories train/ and val/, {path / split} is missing")
-    return path
+        if split_source(data_path, split) is None:
+            raise SystemExit(f"--data-path {data_path}: expected {split}/ class folders or a {split}_list.txt, "
+                             "found neither")
+    return Path(data_path)
+
+
+def make_dataset(data_path, split, transform, args, seed=None):
+    source = split_source(data_path, split)
+    if source.is_file():
+        return ListDataset(data_path, source, transform, skip_bad_images=args.skip_bad_images, seed=seed)
+    return ImageFolder(source, transform, skip_bad_images=args.skip_bad_images, seed=seed)
 
 
 def load_data(data_path, args):
-    train_dir, val_dir = os.path.join(data_path, "train"), os.path.join(data_path, "val")
-    seed = args.seed
-    dataset_test = ImageFolder(
-        val_dir,
-        ClassificationPresetEval(crop_size=args.val_crop_size, resize_size=args.val_resize_size),
-        skip_bad_images=args.skip_bad_images,
-    )
+    eval_transform = ClassificationPresetEval(crop_size=args.val_crop_size, resize_size=args.val_resize_size)
+    dataset_test = make_dataset(data_path, "val", eval_transform, args)
     if args.test_only:
         return None, dataset_test
-    dataset = ImageFolder(
-        train_dir,
-        ClassificationPresetTrain(
-            crop_size=args.train_crop_size,
-            auto_augment_policy=args.auto_augment,
-            random_erase_prob=args.random_erase,
-        ),
-        skip_bad_images=args.skip_bad_images,
-        seed=seed,
+    train_transform = ClassificationPresetTrain(
+        crop_size=args.train_crop_size, auto_augment_policy=args.auto_augment, random_erase_prob=args.random_erase
     )
-    if dataset.classes != dataset_test.classes:
-        raise SystemExit(f"train/ and val/ under {data_path} have different class folders")
+    dataset = make_dataset(data_path, "train", train_transform, args, seed=args.seed)
+    shorter, longer = sorted((dataset.classes, dataset_test.classes), key=len)
+    # A list file's classes are its labels, so val may simply not reach the highest one.
+    if longer[: len(shorter)] != shorter or isinstance(dataset, ImageFolder) and shorter != longer:
+        raise SystemExit(f"the train and val splits under {data_path} have different classes")
     return dataset, dataset_test
 
 
@@ -229,7 +237,7 @@ def main(args):
     data_path = resolve_data_path(args.data_path, args.test_only)
     dataset, dataset_test = load_data(data_path, args)
     train_sampler, data_loader, data_loader_test = make_loaders(dataset, dataset_test, args)
-    class_names = dataset_test.classes
+    class_names = max((d.classes for d in (dataset, dataset_test) if d is not None), key=len)
     num_classes = args.num_classes or len(class_names)
     if num_classes < len(class_names):
         raise SystemExit(f"--num-classes {num_classes} is smaller than the {len(class_names)} class folders in {data_path}")
@@ -289,8 +297,9 @@ def main(args):
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="PaddlePaddle AlexNet classification training", add_help=add_help)
     parser.add_argument("--data-path", default=None,
-                        help="dataset root with train/ and val/ class folders (default: the bundled lite data, "
-                             "extracted from test_images/lite_data.tar on first use)")
+                        help="dataset root with train/ and val/ class folders, or with PaddleClas-style "
+                             "train_list.txt and val_list.txt (default: the bundled lite data, extracted from "
+                             "test_images/lite_data.tar on first use)")
     parser.add_argument("--model", default="alexnet", choices=list_models(), help="model name")
     parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when available, else cpu)")
     parser.add_argument("-b", "--batch-size", default=32, type=int, help="images per device per step")

@@ -118,3 +118,20 @@ def test_test_only_needs_only_val(trained_run, lite_data, tmp_path):
                         trained_run[0] / "latest.pdparams", "--device", "cpu", "-j", "0", "--output-dir", "",
                         *FAST_SIZES)
     assert SUMMARY.search(result.stdout)
+
+
+def test_paddleclas_list_files(lite_data, tmp_path):
+    """A data root with train_list.txt / val_list.txt (``relative/path.jpg label``) instead
+    of class folders."""
+    classes = sorted(p.name for p in (lite_data / "train").iterdir())
+    for split in ("train", "val"):
+        lines = [f"{split}/{image.parent.name}/{image.name} {classes.index(image.parent.name)}"
+                 for image in sorted((lite_data / split).glob("*/*.jpg"))]
+        (tmp_path / f"{split}_list.txt").write_text("\n".join(lines) + "\n")
+        shutil.copytree(lite_data / split, tmp_path / split)
+    result = run_script("train.py", "--data-path", tmp_path, "--epochs", "1", "-b", "8", "--device", "cpu", "-j", "0",
+                        "--output-dir", tmp_path / "out", *FAST_SIZES)
+    assert len(SUMMARY.findall(result.stdout)) == 1
+    # Class names are the lists' labels, not the folder names: the lists were read.
+    meta = paddle.load(str(tmp_path / "out" / "latest.pdparams"))["__paddlevision_meta__"]
+    assert meta["num_classes"] == 4 and meta["class_names"] == ["0", "1", "2", "3"]
