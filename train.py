@@ -18,6 +18,7 @@ import paddle
 import utils
 from paddlevision import checkpoint
 from paddlevision.datasets import ImageFolder, ListDataset, collate_skip_bad, extract_lite_data, make_loader
+from paddlevision.image import ImageDecodeError
 from paddlevision.models import get_model, list_models
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
 from presets import ClassificationPresetEval, ClassificationPresetTrain
@@ -341,4 +342,9 @@ def get_args_parser(add_help=True):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except checkpoint.CheckpointError as err:  # a bad --resume/--pretrained: the message names the file
+        raise SystemExit(f"error: {err}")
+    except ImageDecodeError as err:
+        raise SystemExit(f"error: {err} (--skip-bad-images skips unreadable images)")

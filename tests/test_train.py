@@ -106,6 +106,14 @@ def test_bad_data_path_is_named(tmp_path):
     assert result.returncode != 0 and "train/" in result.stderr and str(tmp_path) in result.stderr
 
 
+def test_bad_checkpoints_are_named_without_traceback(lite_data, tmp_path):
+    for flag in ("--resume", "--pretrained"):
+        result = run_script("train.py", "--data-path", lite_data, "--device", "cpu", "--output-dir", "", flag,
+                            tmp_path / "none.pdparams", check=False)
+        assert result.returncode != 0 and "none.pdparams" in result.stderr, flag
+        assert "Traceback" not in result.stderr, flag
+
+
 def test_plot_metrics(trained_run, tmp_path):
     out, _ = trained_run
     run_script("tools/plot_metrics.py", out / "metrics.jsonl", "--out", tmp_path / "curves.png")
