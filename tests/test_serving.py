@@ -217,7 +217,9 @@ def test_client_gives_up_after_wait_with_one_line(tmp_path):
 
 def test_a_model_that_fails_to_load_is_reported_at_once_not_waited_for(exported, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(exported, broken)
+    broken.mkdir()
+    for name in ("inference.json", "inference_meta.json"):
+        shutil.copy(exported / name, broken)
     (broken / "inference.pdiparams").write_bytes(b"not weights")
     server = ServiceProcess("--model-dir", broken, "--cpu-threads", "1", log_path=tmp_path / "service.log")
     try:
