@@ -11,12 +11,20 @@
    (asyncio + httpx, one image per request, images in turn) and checks every answer
    against the image's offline result (same class_id, |prob difference| <= 1e-4).
 
+That check sees an answer given to the wrong image only if the two images' answers
+differ: the model's offline answers are compared with each other first, and a warning
+says how many images share their answer with another one (an untrained or barely trained
+model answers every image alike, which makes "0 mismatches" say little). The JSON records
+the model (path, sha256 of its files, metadata) and how many images its answers tell apart.
+
 Clients and service share this machine's cores, so the numbers include the clients' cost.
 """
 
 import argparse
 import asyncio
+import hashlib
 import io
+import itertools
 import json
 import logging
 import statistics
@@ -36,7 +44,7 @@ from PIL import Image
 from paddlevision.batch_predict import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, expand_image_paths
 from paddlevision.datasets import extract_lite_data
 from paddlevision.inference import PredictorOptions, create_predictor
-from paddlevision.model_dir import read_metadata
+from paddlevision.model_dir import find_paddle_model_files, read_metadata
 from paddlevision.pipeline import Preprocessor
 from paddlevision.serving.process import ServiceProcess
 from paddlevision.serving.protocol import build_request, parse_prediction
@@ -76,6 +84,31 @@ def make_images(workdir):
         image.save(buffer, format="JPEG", quality=90)
         images.append(buffer.getvalue())
     return images
+
+
+def model_record(model_dir):
+    """Which model was measured: its directory, the sha256 of its graph and weights, and
+    its metadata."""
+    files = find_paddle_model_files(model_dir)
+    digests = {}
+    for path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digests[Path(path).name] = digest.hexdigest()
+    return {"model_dir": str(Path(model_dir).resolve()), "sha256": digests, "metadata": read_metadata(model_dir)}
+
+
+def images_told_apart(references, tolerance=PROB_TOLERANCE):
+    """How many images have an answer no other image shares (a different class_id, or a
+    probability more than ``tolerance`` away): only among those is an answer handed to
+    the wrong image counted as a mismatch."""
+    shared = set()
+    for (i, (class_i, prob_i)), (j, (class_j, prob_j)) in itertools.combinations(enumerate(references), 2):
+        if class_i == class_j and abs(prob_i - prob_j) <= tolerance:
+            shared.update((i, j))
+    return len(references) - len(shared)
 
 
 def median_seconds(run, repeats):
@@ -218,6 +251,16 @@ def main(args):
         images = make_images(workdir)
         bodies = [json.dumps(build_request([data])).encode() for data in images]
         references, offline = offline_measurements(args.model_dir, images, args)
+        told_apart = images_told_apart(references)
+        if told_apart < len(references):
+            print(
+                f"warning: the model's answers tell only {told_apart} of the {len(references)} benchmark images "
+                f"apart (the others share class_id and prob within {PROB_TOLERANCE} with another image), so an "
+                "answer given to the wrong image among those would not count as a mismatch; a trained model "
+                "separates them",
+                file=sys.stderr,
+                flush=True,
+            )
         print(
             f"offline Paddle Inference, {args.cpu_threads} threads: predictor only: batch 32 "
             f"{offline['offline_batch32_images_per_sec']:.1f} images/s, batch 1 "
@@ -231,7 +274,13 @@ def main(args):
         for batching in (True, False):
             runs += service_runs(args.model_dir, bodies, references, batching, args, workdir)
     print_targets(offline, runs)
-    results = {**offline, "runs": runs}
+    results = {
+        "model": model_record(args.model_dir),
+        "images": len(references),
+        "images_told_apart": told_apart,
+        **offline,
+        "runs": runs,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     failed = sum(run["errors"] + run["mismatches"] for run in runs)

@@ -50,7 +50,9 @@ def add_bool_argument(parser, flag, default, help):
 def add_batch_arguments(parser):
     parser.add_argument("--model-dir", required=True, help="directory written by tools/export_model.py")
     parser.add_argument(
-        "--img-path", default="./images/demo.jpg", help="an image, a directory of images, or a glob such as 'imgs/*.jpg'"
+        "--img-path",
+        default="./images/demo.jpg",
+        help="an image, a directory (searched recursively) or a glob such as 'imgs/*.jpg'",
     )
     parser.add_argument("--batch-size", default=1, type=int, help="images per forward pass")
     parser.add_argument(
@@ -66,16 +68,21 @@ def add_batch_arguments(parser):
 
 
 def expand_image_paths(img_path):
-    """``img_path`` as a sorted list of files: a file is itself, a directory gives its
-    images (by extension, not recursive), anything else is a glob pattern."""
+    """``img_path`` as a sorted list of files: a file is itself, a directory gives the
+    images (by extension) in it and every folder below it, so a class-folder data set
+    (``val/<class>/<image>``) works; anything else is a glob pattern."""
     if os.path.isfile(img_path):
         return [img_path]
     if os.path.isdir(img_path):
-        names = sorted(name for name in os.listdir(img_path) if has_image_extension(name))
-        paths = [os.path.join(img_path, name) for name in names]
-        paths = [path for path in paths if os.path.isfile(path)]
+        paths = sorted(
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(img_path)
+            for name in names
+            if has_image_extension(name)
+        )
     else:
-        paths = sorted(path for path in glob.glob(img_path) if os.path.isfile(path))
+        paths = sorted(glob.glob(img_path))
+    paths = [path for path in paths if os.path.isfile(path)]
     if not paths:
         raise FileNotFoundError(f"--img-path {img_path}: no image files found")
     return paths

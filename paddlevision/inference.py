@@ -5,10 +5,16 @@ loaded) is separate from running it (:meth:`Predictor.run`), so a server creates
 predictor per worker at start-up and only runs it per request. One :class:`Predictor`
 may be shared by threads: its runs are serialised, because a Paddle predictor's input and
 output buffers belong to the instance.
+
+What runs is decided by small functions of their inputs (:func:`resolve_precision`,
+:func:`tensorrt_route`), so that the GPU decisions are tested on machines without one;
+each predictor's :attr:`Predictor.summary` says what actually engaged.
 """
 
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -16,10 +22,20 @@ import paddle
 from paddle import inference as paddle_infer
 
 from paddlevision.hardware import cpu_vendor_and_flags, gpu_available, usable_cpu_count
-from paddlevision.model_dir import ModelDirError, PaddleModelFiles, find_paddle_model_files, read_metadata
+from paddlevision.model_dir import (
+    MODEL_PREFIX,
+    ModelDirError,
+    PaddleModelFiles,
+    find_paddle_model_files,
+    graph_format,
+    model_precision,
+    read_metadata,
+)
 
 __all__ = [
     "PRECISIONS",
+    "TENSORRT_CONVERT",
+    "TENSORRT_SUBGRAPHS",
     "ModelDirError",
     "PaddleModelFiles",
     "Predictor",
@@ -27,20 +43,26 @@ __all__ = [
     "UnsupportedOptionError",
     "check_options",
     "cpu_supports_bf16",
-    "create_config",
     "create_predictor",
     "find_paddle_model_files",
     "gpu_available",
+    "resolve_precision",
+    "tensorrt_route",
 ]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
+# How --use-tensorrt engages TensorRT, by graph format (see tensorrt_route).
+TENSORRT_SUBGRAPHS = "Config.enable_tensorrt_engine"
+TENSORRT_CONVERT = "paddle.tensorrt.convert"
+
 # What the exporter writes by default, for directories exported without metadata.
 _DEFAULT_IMG_SIZE = 224
+_DEFAULT_INPUT_NAME = "x"
 
 
 class UnsupportedOptionError(ValueError):
-    """A combination of options this machine or this Paddle build cannot run."""
+    """A combination of options this machine, this Paddle build or this model cannot run."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,7 @@ class PredictorOptions:
     gpu_mem: int = 8000  # MB of GPU memory Paddle reserves up front
     gpu_id: int = 0
     use_tensorrt: bool = False
-    precision: str = "fp32"
+    precision: Optional[str] = None  # None: the precision the model records
     use_mkldnn: bool = True  # oneDNN kernels on CPU
     cpu_threads: Optional[int] = None  # None: every core this process may run on
     max_batch_size: int = 1  # upper end of TensorRT's dynamic batch range
@@ -62,10 +84,71 @@ def cpu_supports_bf16():
     return native and paddle.amp.is_bfloat16_supported("cpu")
 
 
-def check_options(options):
-    """Raise :class:`UnsupportedOptionError` for options that cannot run here."""
-    if options.precision not in PRECISIONS:
-        raise UnsupportedOptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
+def resolve_precision(requested, model_precision, device, use_tensorrt):
+    """The precision to run: ``requested`` (``None``: the model's) checked against the
+    precision the model's weights are stored in (``fp32``, or ``int8`` for a model
+    quantised beforehand), the device (``"cpu"``/``"gpu"``) and TensorRT.
+
+    int8 is only ever the precision of an int8 model. Paddle-TensorRT's one route from
+    fp32 weights to int8, calibration mode (``enable_tensorrt_engine(use_calib_mode=True)``),
+    computes every batch with Paddle's fp32 kernels while it records activation ranges,
+    and builds int8 engines only for later runs (``TensorRTEngineOp::RunCalibration`` in
+    paddle/fluid/operators/tensorrt/tensorrt_engine_op.h): its answers are fp32.
+    """
+    precision = requested or model_precision
+    if precision not in PRECISIONS:
+        raise UnsupportedOptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if model_precision == "int8":
+        if precision != "int8":
+            raise UnsupportedOptionError(
+                f"--precision {precision}: the model is quantised to int8 and runs as int8 only "
+                "(leave --precision out or pass --precision int8)"
+            )
+        if device == "gpu" and not use_tensorrt:
+            # Paddle's GPU passes begin by deleting quantize/dequantize ops
+            # (delete_quant_dequant_linear_op_pass in kPirGpuPasses), leaving float arithmetic.
+            raise UnsupportedOptionError("--precision int8 on GPU runs through TensorRT only: pass --use-tensorrt True")
+        return precision
+    if precision == "int8":
+        raise UnsupportedOptionError(
+            "--precision int8 needs a model quantised to int8 beforehand (its inference_meta.json records "
+            '"precision": "int8"); this model is fp32, and TensorRT\'s calibration mode would compute it in fp32 '
+            "while collecting ranges. Use fp32, fp16 (TensorRT) or bf16 (a CPU with native bf16)"
+        )
+    if precision == "fp16" and not (device == "gpu" and use_tensorrt):
+        raise UnsupportedOptionError(
+            "--precision fp16 runs through TensorRT only: pass --use-gpu True --use-tensorrt True "
+            "(on CPU use fp32, or bf16 where the CPU supports it)"
+        )
+    if precision == "bf16" and device != "cpu":
+        raise UnsupportedOptionError("--precision bf16 runs on CPU through oneDNN only; use --use-gpu False")
+    return precision
+
+
+def tensorrt_route(model_format, use_tensorrt):
+    """How TensorRT is engaged for a graph of ``model_format`` (:func:`graph_format`):
+    ``None`` without ``use_tensorrt``.
+
+    * ``"program"`` (legacy ``.pdmodel``): :data:`TENSORRT_SUBGRAPHS`. Its subgraph passes
+      (``kTRTSubgraphPasses``, installed by ``AnalysisConfig::Update``) rewrite ProgramDesc
+      graphs.
+    * ``"pir"`` (``.json``, what Paddle 3 exports): :data:`TENSORRT_CONVERT`, then a plain
+      GPU predictor on the converted graph. Paddle Inference reads a ``.json`` file as PIR
+      (``AnalysisPredictor::Init``) and optimises it with ``kPirGpuPasses`` in
+      ``OptimizeInferencePirProgram``, which never reads the TensorRT switch:
+      ``enable_tensorrt_engine`` on a PIR model would run plain GPU kernels without a word.
+    """
+    if not use_tensorrt:
+        return None
+    routes = {"program": TENSORRT_SUBGRAPHS, "pir": TENSORRT_CONVERT}
+    if model_format not in routes:
+        raise ValueError(f"unknown model format {model_format!r}; expected one of {', '.join(routes)}")
+    return routes[model_format]
+
+
+def check_options(options, model_precision="fp32"):
+    """The precision to run; :class:`UnsupportedOptionError` for options that cannot run
+    here or on this model."""
     if options.use_gpu and not gpu_available():
         raise UnsupportedOptionError(
             "--use-gpu True: this Paddle build has no usable GPU "
@@ -73,14 +156,10 @@ def check_options(options):
         )
     if options.use_tensorrt and not options.use_gpu:
         raise UnsupportedOptionError("--use-tensorrt True needs --use-gpu True")
-    if options.precision in ("fp16", "int8") and not options.use_tensorrt:
-        raise UnsupportedOptionError(
-            f"--precision {options.precision} runs through TensorRT only: pass --use-gpu True --use-tensorrt True "
-            "(on CPU use fp32, or bf16 where the CPU supports it)"
-        )
-    if options.precision == "bf16":
-        if options.use_gpu:
-            raise UnsupportedOptionError("--precision bf16 runs on CPU through oneDNN only; use --use-gpu False")
+    precision = resolve_precision(
+        options.precision, model_precision, "gpu" if options.use_gpu else "cpu", options.use_tensorrt
+    )
+    if precision == "bf16":
         if not options.use_mkldnn:
             raise UnsupportedOptionError("--precision bf16 runs through oneDNN: pass --use-mkldnn True")
         if not cpu_supports_bf16():
@@ -90,68 +169,83 @@ def check_options(options):
             )
     if options.cpu_threads is not None and options.cpu_threads < 1:
         raise UnsupportedOptionError(f"--cpu-threads must be at least 1, got {options.cpu_threads}")
+    return precision
 
 
-_TENSORRT_PRECISIONS = {
-    "fp32": paddle_infer.PrecisionType.Float32,
-    "fp16": paddle_infer.PrecisionType.Half,
-    "int8": paddle_infer.PrecisionType.Int8,
-}
+def _input_shapes(options, metadata):
+    """``(input name, (min, optimal, max) shapes)`` of TensorRT's dynamic batch range."""
+    img_size = metadata.get("img_size", _DEFAULT_IMG_SIZE)
+    image = (3, img_size, img_size)
+    return metadata.get("input_name", _DEFAULT_INPUT_NAME), ((1, *image), (options.max_batch_size, *image),
+                                                             (options.max_batch_size, *image))
 
 
-def _enable_tensorrt(config, options, img_size, input_name):
+def _enable_tensorrt_subgraphs(config, options, precision, metadata):
+    precisions = {
+        "fp32": paddle_infer.PrecisionType.Float32,
+        "fp16": paddle_infer.PrecisionType.Half,
+        "int8": paddle_infer.PrecisionType.Int8,
+    }
     config.enable_tensorrt_engine(
         workspace_size=1 << 30,
         max_batch_size=options.max_batch_size,
         min_subgraph_size=3,
-        precision_mode=_TENSORRT_PRECISIONS[options.precision],
+        precision_mode=precisions[precision],
         use_static=False,
-        # An fp32-trained model has no quantisation scales; TensorRT calibrates them on
-        # the first batches it sees.
-        use_calib_mode=options.precision == "int8",
+        # An int8 model carries its quantisation scales (see resolve_precision).
+        use_calib_mode=False,
     )
-    shape = [3, img_size, img_size]
-    config.set_trt_dynamic_shape_info(
-        {input_name: [1] + shape},
-        {input_name: [options.max_batch_size] + shape},
-        {input_name: [options.max_batch_size] + shape},
-    )
+    name, (smallest, optimal, largest) = _input_shapes(options, metadata)
+    config.set_trt_dynamic_shape_info({name: list(smallest)}, {name: list(largest)}, {name: list(optimal)})
 
 
-def create_config(model_dir, options):
-    """A ``paddle.inference.Config`` for the model in ``model_dir`` after
-    :func:`check_options`."""
-    check_options(options)
-    files = find_paddle_model_files(model_dir)
-    config = paddle_infer.Config(files.model_file, files.params_file)
-    config.disable_glog_info()
-    if options.use_gpu:
-        config.enable_use_gpu(options.gpu_mem, options.gpu_id)
-        if options.use_tensorrt:
-            metadata = read_metadata(model_dir)
-            _enable_tensorrt(
-                config, options, metadata.get("img_size", _DEFAULT_IMG_SIZE), metadata.get("input_name", "x")
-            )
+def _convert_for_tensorrt(files, options, precision, metadata, out_dir):
+    """The graph rewritten by ``paddle.tensorrt.convert`` into ``out_dir`` (TensorRT
+    engines in place of the subgraphs it can run) and how many engines it holds."""
+    try:
+        from paddle.tensorrt.export import Input, PrecisionMode, TensorRTConfig, convert
+    except ImportError as err:
+        raise UnsupportedOptionError(
+            f"--use-tensorrt: this Paddle build has no paddle.tensorrt ({err}); install a GPU build with TensorRT"
+        ) from err
+    name, (smallest, optimal, largest) = _input_shapes(options, metadata)
+    prefix = str(Path(out_dir) / MODEL_PREFIX)
+    trt_config = TensorRTConfig(
+        inputs=[Input(min_input_shape=smallest, optim_input_shape=optimal, max_input_shape=largest, name=name)],
+        precision_mode=PrecisionMode[precision.upper()],
+        save_model_dir=prefix,
+    )
+    program = convert(files.model_file, trt_config)
+    engines = sum(op.name() == "pd_op.tensorrt_engine" for op in program.global_block().ops)
+    if engines == 0:
+        raise UnsupportedOptionError(
+            f"--use-tensorrt: paddle.tensorrt.convert put no part of {files.model_file} into TensorRT; "
+            "run without --use-tensorrt"
+        )
+    return PaddleModelFiles(f"{prefix}.json", f"{prefix}.pdiparams"), engines
+
+
+def _cpu_config(config, options, precision):
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(options.cpu_threads or usable_cpu_count())
+    if options.use_mkldnn:
+        config.enable_onednn()
+        if precision == "bf16":
+            config.enable_onednn_bfloat16()
     else:
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(options.cpu_threads or usable_cpu_count())
-        if options.use_mkldnn:
-            config.enable_onednn()
-            if options.precision == "bf16":
-                config.enable_onednn_bfloat16()
-        else:
-            config.disable_onednn()
-    return config
+        config.disable_onednn()
 
 
 class Predictor:
-    """``run(batch NCHW float32) -> probabilities [N, num_classes]``."""
+    """``run(batch NCHW float32) -> probabilities [N, num_classes]``; ``summary`` is one
+    line saying what engaged (device, threads, oneDNN, bf16, TensorRT, graph, precision)."""
 
-    def __init__(self, paddle_predictor):
+    def __init__(self, paddle_predictor, summary):
         self._predictor = paddle_predictor
         self._input = paddle_predictor.get_input_handle(paddle_predictor.get_input_names()[0])
         self._output = paddle_predictor.get_output_handle(paddle_predictor.get_output_names()[0])
         self._lock = threading.Lock()
+        self.summary = summary
 
     def run(self, batch):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -163,4 +257,46 @@ class Predictor:
 
 
 def create_predictor(model_dir, options=None):
-    return Predictor(paddle_infer.create_predictor(create_config(model_dir, options or PredictorOptions())))
+    """A :class:`Predictor` for the model in ``model_dir``; ``ModelDirError`` or
+    :class:`UnsupportedOptionError` (naming the flag) when it cannot be created."""
+    options = options or PredictorOptions()
+    files = find_paddle_model_files(model_dir)
+    metadata = read_metadata(model_dir)
+    precision = check_options(options, model_precision(model_dir, metadata))
+    model_format = graph_format(files.model_file)
+    route = tensorrt_route(model_format, options.use_tensorrt)
+    with tempfile.TemporaryDirectory(prefix="paddle-tensorrt-") as converted_dir:
+        run_files, engines = files, 0
+        if route == TENSORRT_CONVERT:
+            run_files, engines = _convert_for_tensorrt(files, options, precision, metadata, converted_dir)
+        config = paddle_infer.Config(run_files.model_file, run_files.params_file)
+        config.disable_glog_info()
+        if options.use_gpu:
+            config.enable_use_gpu(options.gpu_mem, options.gpu_id)
+            if route == TENSORRT_SUBGRAPHS:
+                _enable_tensorrt_subgraphs(config, options, precision, metadata)
+                if not config.tensorrt_engine_enabled():
+                    raise UnsupportedOptionError("--use-tensorrt: Paddle Inference did not enable TensorRT")
+        else:
+            _cpu_config(config, options, precision)
+        # Creation reads the graph and every weight, so the converted files may go afterwards.
+        paddle_predictor = paddle_infer.create_predictor(config)
+    model = f"{files.model_file} ({model_format}, {precision})"
+    if options.use_gpu:
+        tensorrt = "off" if route is None else f"on through {route}" + (f", {engines} engine(s)" if engines else "")
+        summary = f"Paddle Inference: GPU {config.gpu_device_id()}, TensorRT {tensorrt}; {model}"
+    else:
+        summary = (
+            f"Paddle Inference: CPU, {_count(config.cpu_math_library_num_threads(), 'thread')}, "
+            f"oneDNN {_on_off(config.onednn_enabled())}, bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}; "
+            f"{model}"
+        )
+    return Predictor(paddle_predictor, summary)
+
+
+def _on_off(flag):
+    return "on" if flag else "off"
+
+
+def _count(number, noun):
+    return f"{number} {noun}{'' if number == 1 else 's'}"

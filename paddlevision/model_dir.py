@@ -6,7 +6,8 @@
 * ``inference.pdiparams`` — the weights;
 * ``inference.onnx`` — the same model for ONNX Runtime (only with ``--onnx``);
 * ``inference_meta.json`` — what a runner needs besides the graph: the input size, the
-  preprocessing sizes and the class names.
+  preprocessing sizes, the class names and the precision the weights are stored in
+  (``fp32``; ``int8`` for a model quantised beforehand).
 
 Every exported graph ends in a softmax, so all runners get probabilities. This module
 does not import paddle, so the ONNX runner and the HTTP service stay light.
@@ -19,10 +20,13 @@ from typing import NamedTuple
 __all__ = [
     "MODEL_PREFIX",
     "INPUT_NAME",
+    "MODEL_PRECISIONS",
     "ModelDirError",
     "PaddleModelFiles",
     "find_paddle_model_files",
     "find_onnx_model",
+    "graph_format",
+    "model_precision",
     "read_metadata",
     "write_metadata",
 ]
@@ -35,6 +39,7 @@ GRAPH_FILENAMES = (f"{MODEL_PREFIX}.json", f"{MODEL_PREFIX}.pdmodel")
 PARAMS_FILENAME = f"{MODEL_PREFIX}.pdiparams"
 ONNX_FILENAME = f"{MODEL_PREFIX}.onnx"
 METADATA_FILENAME = f"{MODEL_PREFIX}_meta.json"
+MODEL_PRECISIONS = ("fp32", "int8")
 
 
 class ModelDirError(RuntimeError):
@@ -71,6 +76,12 @@ def find_paddle_model_files(model_dir):
     return PaddleModelFiles(str(graphs[0]), str(params))
 
 
+def graph_format(model_file):
+    """``"pir"`` for Paddle 3's ``.json`` graphs, ``"program"`` for the legacy ``.pdmodel``
+    ProgramDesc: Paddle Inference optimises the two through different pass pipelines."""
+    return "pir" if str(model_file).endswith(".json") else "program"
+
+
 def find_onnx_model(model_dir):
     path = _existing_dir(model_dir)
     onnx_file = path / ONNX_FILENAME
@@ -81,7 +92,7 @@ def find_onnx_model(model_dir):
     return str(onnx_file)
 
 
-def write_metadata(model_dir, *, model_name, num_classes, img_size, resize_size, class_names=None):
+def write_metadata(model_dir, *, model_name, num_classes, img_size, resize_size, class_names=None, precision="fp32"):
     metadata = {
         "model": model_name,
         "num_classes": num_classes,
@@ -89,6 +100,7 @@ def write_metadata(model_dir, *, model_name, num_classes, img_size, resize_size,
         "img_size": img_size,
         "resize_size": resize_size,
         "class_names": list(class_names) if class_names is not None else None,
+        "precision": precision,
     }
     path = Path(model_dir) / METADATA_FILENAME
     path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -105,3 +117,15 @@ def read_metadata(model_dir):
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise ModelDirError(f"{path} is not valid JSON: {err}") from err
+
+
+def model_precision(model_dir, metadata):
+    """The precision ``metadata`` (read from ``model_dir``) records: ``fp32`` when it
+    records none, as every export before the field existed was fp32."""
+    precision = metadata.get("precision", "fp32")
+    if precision not in MODEL_PRECISIONS:
+        raise ModelDirError(
+            f"{Path(model_dir) / METADATA_FILENAME}: unknown precision {precision!r} "
+            f"(expected one of {', '.join(MODEL_PRECISIONS)})"
+        )
+    return precision

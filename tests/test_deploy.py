@@ -1,12 +1,17 @@
 """Export → Paddle Inference / ONNX Runtime: files, parity with tools/predict.py, batch CLI
-behaviour and the paddle-free parts. One export (with ONNX) serves the whole module."""
+behaviour, the device and precision decisions, and the paddle-free parts. One export (with
+ONNX) of a model whose answers differ clearly from image to image (tests/peaked_model.py)
+serves the whole module; answers are compared with the ones it was built to give."""
 
 import argparse
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -14,16 +19,28 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, run_script
-from paddlevision import model_dir
+from paddlevision import inference, model_dir
 from paddlevision.batch_predict import BatchJob, add_batch_arguments, expand_image_paths, str2bool
+from paddlevision.hardware import usable_cpu_count
 from paddlevision.image import load_image
-from paddlevision.inference import PredictorOptions, UnsupportedOptionError, check_options, cpu_supports_bf16
-from paddlevision.models import alexnet
+from paddlevision.inference import (
+    TENSORRT_CONVERT,
+    TENSORRT_SUBGRAPHS,
+    PredictorOptions,
+    UnsupportedOptionError,
+    check_options,
+    cpu_supports_bf16,
+    resolve_precision,
+    tensorrt_route,
+)
 from paddlevision.pipeline import Preprocessor
 from paddlevision.transforms import ClassificationPresetEval
+from peaked_model import save_peaked_weights
 
 DEMO = "images/demo.jpg"
 LINE = re.compile(r"^image_name: (?P<name>.+), class_id: (?P<class_id>\d+), prob: (?P<prob>[0-9.e-]+)$")
+NUM_IMAGES = 6  # generated images the model was built for, besides the demo
+PROB_TOLERANCE = 1e-5  # engines reproduce the constructed answers within 1e-6
 
 
 def load_script(relative_path):
@@ -48,6 +65,8 @@ def parse_lines(stdout):
 
 
 def write_images(directory, count):
+    """``img_0.png`` ... of random pixels, each size different; the same ``count`` first
+    images on every call."""
     rng = np.random.default_rng(0)
     for i in range(count):
         pixels = rng.integers(0, 256, size=(40 + 10 * i, 60, 3), dtype=np.uint8)
@@ -56,12 +75,23 @@ def write_images(directory, count):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """The reference's plain state-dict format, without any metadata."""
-    paddle.seed(0)
-    path = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
-    paddle.save(alexnet(num_classes=4).state_dict(), str(path))
-    return path
+def fitted(tmp_path_factory):
+    """(weights, expected): weights in the reference's plain state-dict format, without
+    metadata, and the (class_id, prob) each image's file name must get."""
+    images = write_images(tmp_path_factory.mktemp("fit_images"), NUM_IMAGES)
+    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
+    answers = save_peaked_weights(weights, [str(REPO_ROOT / DEMO), *images])
+    return weights, dict(zip(["demo.jpg", *(Path(p).name for p in images)], answers))
+
+
+@pytest.fixture(scope="module")
+def weights(fitted):
+    return fitted[0]
+
+
+@pytest.fixture(scope="module")
+def expected(fitted):
+    return fitted[1]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +104,15 @@ def exported(weights, tmp_path_factory):
     return out
 
 
+def assert_answers(lines, expected, tolerance=PROB_TOLERANCE):
+    """Each parsed line (name, class_id, prob) has its image's constructed answer."""
+    assert lines
+    for name, class_id, prob in lines:
+        expected_class, expected_prob = expected[Path(name).name]
+        assert class_id == expected_class, (name, class_id, prob)
+        assert abs(prob - expected_prob) <= tolerance, (name, class_id, prob)
+
+
 def runner_args(module, model_path, *flags):
     return module.get_args_parser().parse_args(["--model-dir", str(model_path), *map(str, flags)])
 
@@ -84,56 +123,97 @@ def test_export_writes_graph_weights_onnx_and_metadata(exported):
     assert (exported / "inference.onnx").is_file()
     metadata = json.loads((exported / "inference_meta.json").read_text())
     assert metadata["num_classes"] == 4 and metadata["img_size"] == 224 and metadata["resize_size"] == 256
-    assert metadata["class_names"] is None
+    assert metadata["class_names"] is None and metadata["precision"] == "fp32"
 
 
-def test_predict_paddle_inference_and_onnx_agree(exported, weights):
+def test_predict_paddle_inference_and_onnx_give_the_constructed_answer(exported, weights, expected):
     reference = run_script("tools/predict.py", "--pretrained", weights, "--img-path", DEMO, "--device", "cpu")
     class_id, prob = re.match(r"class_id: (\d+), prob: ([0-9.e-]+)", reference.stdout).groups()
+    assert_answers([(DEMO, int(class_id), float(prob))], expected)
     outputs = [
-        run_script(script, "--model-dir", exported, "--img-path", DEMO, "--use-gpu=False")
-        if script.startswith("deploy/py")
-        else run_script(script, "--model-dir", exported, "--img-path", DEMO)
-        for script in ("deploy/py_inference/infer.py", "deploy/onnx/infer.py")
+        run_script("deploy/py_inference/infer.py", "--model-dir", exported, "--img-path", DEMO, "--use-gpu=False"),
+        run_script("deploy/onnx/infer.py", "--model-dir", exported, "--img-path", DEMO),
     ]
     for output in outputs:
-        [(name, got_class, got_prob)] = parse_lines(output.stdout)
-        assert name == DEMO
-        assert got_class == int(class_id)
-        assert abs(got_prob - float(prob)) <= 1e-5
+        lines = parse_lines(output.stdout)
+        assert [name for name, _, _ in lines] == [DEMO]
+        assert_answers(lines, expected)
 
 
-def test_directory_in_batches_of_four_keeps_order_and_results(exported, tmp_path, capsys):
-    paths = write_images(tmp_path, 6)
+def test_infer_with_default_flags(exported, expected):
+    """As the README runs it: the model directory only (default image, batch size, device,
+    oneDNN, threads and precision); stderr says what engaged."""
+    result = run_script("deploy/py_inference/infer.py", "--model-dir", exported)
+    lines = parse_lines(result.stdout)
+    assert [name for name, _, _ in lines] == ["./images/demo.jpg"]
+    assert_answers(lines, expected)
+    threads = usable_cpu_count()
+    summary = f"Paddle Inference: CPU, {threads} thread{'s' if threads > 1 else ''}, oneDNN on, bf16 off; "
+    assert f"{summary}{exported / 'inference.json'} (pir, fp32)" in result.stderr.splitlines()
+
+
+def test_engaged_line_says_what_the_flags_changed(exported, capsys):
+    paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", DEMO, "--use-gpu=False",
+                                  "--use-mkldnn=False", "--cpu-threads=1"))
+    assert "Paddle Inference: CPU, 1 thread, oneDNN off, bf16 off; " in capsys.readouterr().err
+
+
+def test_directory_in_batches_of_four_keeps_order_and_results(exported, expected, tmp_path, capsys):
+    paths = write_images(tmp_path, NUM_IMAGES)
     (tmp_path / "notes.txt").write_text("not an image")
     assert paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", tmp_path, "--batch-size", 4)) == 0
     batched = parse_lines(capsys.readouterr().out)
     assert [name for name, _, _ in batched] == paths
+    assert_answers(batched, expected)
     paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", tmp_path / "img_*.png"))
     one_by_one = parse_lines(capsys.readouterr().out)
-    assert [c for _, c, _ in batched] == [c for _, c, _ in one_by_one]
-    np.testing.assert_allclose([p for *_, p in batched], [p for *_, p in one_by_one], atol=1e-5)
+    assert [name for name, _, _ in one_by_one] == paths
+    assert_answers(one_by_one, expected)
 
 
-def test_bad_image_is_reported_and_the_rest_still_run(exported, tmp_path):
+def test_class_folder_directory_is_searched_recursively(exported, expected, tmp_path, capsys):
+    """A data set laid out as val/<class>/<image> (the lite data's layout)."""
+    images = write_images(tmp_path, 4)
+    val = tmp_path / "val"
+    for image, folder in zip(images, ["n01", "n01", "n02", "n02/extra"]):
+        (val / folder).mkdir(parents=True, exist_ok=True)
+        shutil.move(image, val / folder)
+    assert paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", val, "--batch-size", 2)) == 0
+    lines = parse_lines(capsys.readouterr().out)
+    assert [name for name, _, _ in lines] == [
+        str(val / "n01" / "img_0.png"), str(val / "n01" / "img_1.png"),
+        str(val / "n02" / "extra" / "img_3.png"), str(val / "n02" / "img_2.png"),
+    ]
+    assert_answers(lines, expected)
+
+
+def test_bad_image_is_reported_and_the_rest_still_run(exported, expected, tmp_path):
     paths = write_images(tmp_path, 3)
     bad = tmp_path / "img_1b.jpg"
     bad.write_bytes(b"not a jpeg")
     result = run_script("deploy/onnx/infer.py", "--model-dir", exported, "--img-path", tmp_path, "--batch-size", 2,
                         check=False)
     assert result.returncode != 0
-    assert [name for name, _, _ in parse_lines(result.stdout)] == paths
+    lines = parse_lines(result.stdout)
+    assert [name for name, _, _ in lines] == paths
+    assert_answers(lines, expected)
     assert f"error: cannot decode image {bad}" in result.stderr
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU without native bf16")
-def test_bf16_on_onednn_is_close_to_fp32(exported, capsys):
-    paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", DEMO, "--use-gpu", "False"))
-    fp32 = parse_lines(capsys.readouterr().out)
-    paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", DEMO, "--use-gpu", "False",
-                                  "--precision", "bf16"))
-    bf16 = parse_lines(capsys.readouterr().out)
-    assert abs(fp32[0][2] - bf16[0][2]) < 1e-2
+def test_bf16_on_onednn_gives_each_image_its_class_and_probability(exported, expected, tmp_path, capsys):
+    """Images' probabilities are >= 0.09 apart; bf16 rounding moves them by about 1e-3
+    (measured by rounding every weight and activation to bf16), so 0.02 separates bf16
+    noise from a wrong answer."""
+    paths = write_images(tmp_path, NUM_IMAGES)
+    shutil.copy(REPO_ROOT / DEMO, tmp_path)
+    paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", tmp_path, "--use-gpu", "False",
+                                  "--precision", "bf16", "--batch-size", 4))
+    captured = capsys.readouterr()
+    assert "bf16 on" in captured.err
+    lines = parse_lines(captured.out)
+    assert len(lines) == len(paths) + 1
+    assert_answers(lines, expected, tolerance=0.02)
 
 
 @pytest.mark.parametrize("module", [paddle_infer, onnx_infer], ids=["paddle", "onnx"])
@@ -179,7 +259,7 @@ def test_bool_flags_take_tipc_style_values(tmp_path):
     "options, message",
     [
         (PredictorOptions(precision="fp16"), "TensorRT only"),
-        (PredictorOptions(precision="int8"), "TensorRT only"),
+        (PredictorOptions(precision="int8"), "needs a model quantised to int8 beforehand"),
         (PredictorOptions(use_tensorrt=True), "needs --use-gpu True"),
         (PredictorOptions(precision="bf16", use_mkldnn=False), "through oneDNN"),
         (PredictorOptions(precision="fp64"), "must be one of"),
@@ -188,6 +268,183 @@ def test_bool_flags_take_tipc_style_values(tmp_path):
 def test_unsupported_options_are_refused(options, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         check_options(options)
+
+
+@pytest.mark.parametrize(
+    "requested, model, device, use_tensorrt, expected",
+    [
+        (None, "fp32", "cpu", False, "fp32"),
+        ("fp32", "fp32", "gpu", True, "fp32"),
+        ("bf16", "fp32", "cpu", False, "bf16"),
+        ("fp16", "fp32", "gpu", True, "fp16"),
+        # A model quantised beforehand runs as int8 where its scales are used.
+        (None, "int8", "cpu", False, "int8"),
+        ("int8", "int8", "cpu", False, "int8"),
+        ("int8", "int8", "gpu", True, "int8"),
+    ],
+)
+def test_precision_that_runs(requested, model, device, use_tensorrt, expected):
+    assert resolve_precision(requested, model, device, use_tensorrt) == expected
+
+
+@pytest.mark.parametrize(
+    "requested, model, device, use_tensorrt, message",
+    [
+        # TensorRT calibration would compute fp32 and call it int8.
+        ("int8", "fp32", "gpu", True, "needs a model quantised to int8 beforehand"),
+        ("int8", "fp32", "cpu", False, "needs a model quantised to int8 beforehand"),
+        ("fp32", "int8", "cpu", False, "quantised to int8 and runs as int8 only"),
+        ("int8", "int8", "gpu", False, "int8 on GPU runs through TensorRT only"),
+        ("fp16", "fp32", "gpu", False, "fp16 runs through TensorRT only"),
+        ("fp16", "fp32", "cpu", False, "fp16 runs through TensorRT only"),
+        ("bf16", "fp32", "gpu", True, "bf16 runs on CPU"),
+    ],
+)
+def test_precision_refused_with_the_reason(requested, model, device, use_tensorrt, message):
+    with pytest.raises(UnsupportedOptionError, match=message):
+        resolve_precision(requested, model, device, use_tensorrt)
+
+
+def test_int8_model_is_refused_at_fp32_and_accepted_as_its_own(tmp_path):
+    (tmp_path / "inference_meta.json").write_text(json.dumps({"precision": "int8"}))
+    precision = model_dir.model_precision(tmp_path, model_dir.read_metadata(tmp_path))
+    assert check_options(PredictorOptions(), precision) == "int8"
+    with pytest.raises(UnsupportedOptionError, match="runs as int8 only"):
+        check_options(PredictorOptions(precision="fp32"), precision)
+    (tmp_path / "inference_meta.json").write_text(json.dumps({"precision": "int4"}))
+    with pytest.raises(model_dir.ModelDirError, match="unknown precision 'int4'"):
+        model_dir.model_precision(tmp_path, model_dir.read_metadata(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "model_format, use_tensorrt, route",
+    [
+        # Paddle 3 reads .json graphs as PIR, whose GPU passes ignore enable_tensorrt_engine.
+        ("pir", True, TENSORRT_CONVERT),
+        ("program", True, TENSORRT_SUBGRAPHS),
+        ("pir", False, None),
+        ("program", False, None),
+    ],
+)
+def test_tensorrt_route_follows_the_graph_format(model_format, use_tensorrt, route):
+    assert tensorrt_route(model_format, use_tensorrt) == route
+
+
+def test_graph_format_from_the_file_name():
+    assert model_dir.graph_format("m/inference.json") == "pir"
+    assert model_dir.graph_format("m/inference.pdmodel") == "program"
+
+
+class RecordingConfig:
+    """Stands in for paddle.inference.Config: records every call."""
+
+    def __init__(self, *files):
+        self.files = files
+        self.calls = {}
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls[name] = (args, kwargs)
+            if name in ("gpu_device_id",):
+                return 0
+            return name == "tensorrt_engine_enabled" and "enable_tensorrt_engine" in self.calls
+
+        return record
+
+
+class FakePaddlePredictor:
+    def get_input_names(self):
+        return ["x"]
+
+    def get_output_names(self):
+        return ["softmax"]
+
+    def get_input_handle(self, name):
+        return None
+
+    get_output_handle = get_input_handle
+
+
+def fake_gpu_build(monkeypatch, trt_engines):
+    """A GPU with paddle.tensorrt: Config records its calls, convert returns a program
+    with ``trt_engines`` TensorRT ops. Returns (configs created, convert calls)."""
+    configs, conversions = [], []
+
+    def make_config(*files):
+        configs.append(RecordingConfig(*files))
+        return configs[-1]
+
+    def convert(model_file, trt_config):
+        conversions.append((model_file, trt_config))
+        ops = [types.SimpleNamespace(name=lambda: "pd_op.tensorrt_engine")] * trt_engines
+        ops.append(types.SimpleNamespace(name=lambda: "pd_op.fetch"))
+        return types.SimpleNamespace(global_block=lambda: types.SimpleNamespace(ops=ops))
+
+    class PrecisionMode:
+        FP32, FP16, INT8 = "FP32", "FP16", "INT8"
+
+        def __class_getitem__(cls, name):
+            return getattr(cls, name)
+
+    export = types.ModuleType("paddle.tensorrt.export")
+    export.Input = lambda **kwargs: kwargs
+    export.TensorRTConfig = lambda **kwargs: types.SimpleNamespace(**kwargs)
+    export.PrecisionMode = PrecisionMode
+    export.convert = convert
+    monkeypatch.setitem(sys.modules, "paddle.tensorrt", types.ModuleType("paddle.tensorrt"))
+    monkeypatch.setitem(sys.modules, "paddle.tensorrt.export", export)
+    monkeypatch.setattr(inference, "gpu_available", lambda: True)
+    monkeypatch.setattr(inference.paddle_infer, "Config", make_config)
+    monkeypatch.setattr(inference.paddle_infer, "create_predictor", lambda config: FakePaddlePredictor())
+    return configs, conversions
+
+
+def fake_model_dir(path, graph_name, metadata):
+    path.mkdir()
+    (path / graph_name).write_text("{}")
+    (path / "inference.pdiparams").write_bytes(b"")
+    (path / "inference_meta.json").write_text(json.dumps(metadata))
+    return path
+
+
+def test_tensorrt_on_a_pir_model_converts_it_and_says_so(tmp_path, monkeypatch):
+    configs, conversions = fake_gpu_build(monkeypatch, trt_engines=2)
+    model = fake_model_dir(tmp_path / "m", "inference.json", {"img_size": 224, "input_name": "x"})
+    options = PredictorOptions(use_gpu=True, use_tensorrt=True, precision="fp16", max_batch_size=8)
+    predictor = inference.create_predictor(model, options)
+    [(model_file, trt_config)] = conversions
+    assert model_file == str(model / "inference.json")
+    assert trt_config.precision_mode == "FP16"
+    assert trt_config.inputs == [dict(min_input_shape=(1, 3, 224, 224), optim_input_shape=(8, 3, 224, 224),
+                                      max_input_shape=(8, 3, 224, 224), name="x")]
+    [config] = configs
+    assert config.files == (trt_config.save_model_dir + ".json", trt_config.save_model_dir + ".pdiparams")
+    assert "enable_use_gpu" in config.calls and "enable_tensorrt_engine" not in config.calls
+    assert predictor.summary == (
+        f"Paddle Inference: GPU 0, TensorRT on through paddle.tensorrt.convert, 2 engine(s); "
+        f"{model / 'inference.json'} (pir, fp16)"
+    )
+
+
+def test_tensorrt_that_converts_nothing_is_an_error_not_plain_gpu(tmp_path, monkeypatch):
+    fake_gpu_build(monkeypatch, trt_engines=0)
+    model = fake_model_dir(tmp_path / "m", "inference.json", {})
+    with pytest.raises(UnsupportedOptionError, match="put no part of .* into TensorRT"):
+        inference.create_predictor(model, PredictorOptions(use_gpu=True, use_tensorrt=True))
+
+
+def test_tensorrt_on_a_legacy_program_uses_subgraphs_without_calibration(tmp_path, monkeypatch):
+    configs, conversions = fake_gpu_build(monkeypatch, trt_engines=0)
+    model = fake_model_dir(tmp_path / "m", "inference.pdmodel", {"img_size": 224, "precision": "int8"})
+    predictor = inference.create_predictor(model, PredictorOptions(use_gpu=True, use_tensorrt=True))
+    assert conversions == []
+    [config] = configs
+    _, trt_kwargs = config.calls["enable_tensorrt_engine"]
+    # Calibration mode would run fp32 (see resolve_precision); an int8 model has its scales.
+    assert trt_kwargs["use_calib_mode"] is False
+    assert trt_kwargs["precision_mode"] == inference.paddle_infer.PrecisionType.Int8
+    assert predictor.summary.startswith("Paddle Inference: GPU 0, TensorRT on through Config.enable_tensorrt_engine;")
+    assert predictor.summary.endswith("(program, int8)")
 
 
 @pytest.mark.skipif(paddle.device.cuda.device_count() > 0, reason="machine has a GPU")

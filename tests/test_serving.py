@@ -1,11 +1,14 @@
 """The HTTP service end to end: a real web_service.py process on a free loopback port,
-serving a model exported once for the module. Protocol round trip against the offline
-Paddle Inference result, bad inputs, concurrency, health, metrics and SIGTERM."""
+serving a model exported once for the module, built so that each test image gets its own
+class and a probability far from the others' (tests/peaked_model.py): an answer handed to
+the wrong image fails. Protocol round trip, the client, bad inputs, concurrency, health,
+metrics, SIGTERM, and the shipped configuration as the README starts it."""
 
 import asyncio
 import base64
 import io
 import re
+import shutil
 import threading
 import time
 
@@ -16,12 +19,13 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, run_script
+from paddlevision.hardware import usable_cpu_count
 from paddlevision.inference import PredictorOptions, create_predictor
-from paddlevision.models import alexnet
 from paddlevision.pipeline import Preprocessor
 from paddlevision.serving import config as serving_config
-from paddlevision.serving.process import ServiceProcess
+from paddlevision.serving.process import ServiceProcess, free_port
 from paddlevision.serving.protocol import ErrNo, build_request, format_probs, parse_prediction
+from peaked_model import save_peaked_weights
 
 DEMO = REPO_ROOT / "images" / "demo.jpg"
 MAX_BODY_BYTES = 1_500_000
@@ -31,16 +35,6 @@ SERVICE_FLAGS = [
     "--cpu-threads", "1", "--max-batch-size", "8", "--max-body-bytes", MAX_BODY_BYTES,
     "--max-image-pixels", MAX_IMAGE_PIXELS,
 ]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    paddle.seed(0)
-    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
-    paddle.save(alexnet(num_classes=4).state_dict(), str(weights))
-    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
-    run_script("tools/export_model.py", "--pretrained", weights, "--save-inference-dir", out, "--device", "cpu")
-    return out
 
 
 def encode(image, fmt):
@@ -62,15 +56,30 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def offline(exported, images):
-    """(class_id, prob) of each image from Paddle Inference with the service's settings."""
+def fitted(images, tmp_path_factory):
+    """(weights, the (class_id, prob) each image was built to get)."""
+    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
+    return weights, save_peaked_weights(weights, images)
+
+
+@pytest.fixture(scope="module")
+def expected(fitted):
+    return fitted[1]
+
+
+@pytest.fixture(scope="module")
+def exported(fitted, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
+    run_script("tools/export_model.py", "--pretrained", fitted[0], "--save-inference-dir", out, "--device", "cpu")
+    return out
+
+
+def test_offline_paddle_inference_gives_the_constructed_answers(exported, images, expected):
+    """What the service is compared with: Paddle Inference with the service's settings."""
     predictor = create_predictor(exported, PredictorOptions(cpu_threads=1))
-    preprocess = Preprocessor(256, 224)
-    results = []
-    for data in images:
-        probs = predictor.run(preprocess(data)[None])[0]
-        results.append((int(np.argmax(probs)), float(np.max(probs))))
-    return results
+    probs = predictor.run(Preprocessor(256, 224).batch(images))
+    assert probs.argmax(1).tolist() == [class_id for class_id, _ in expected]
+    np.testing.assert_allclose(probs.max(1), [prob for _, prob in expected], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -109,24 +118,45 @@ def test_health_is_503_until_the_predictor_is_warm_then_200(service):
     assert set(statuses) == {200, 503}
 
 
-def test_round_trip_matches_offline_paddle_inference(client, images, offline):
+def test_round_trip_gives_the_constructed_answer(client, images, expected):
     response = predict(client, images[:1], logid=10000)
     assert response.status_code == 200
     answer = response.json()
     assert answer["err_no"] == 0 and answer["err_msg"] == "" and answer["tensors"] == []
     assert answer["key"] == ["class_id", "prob"] and answer["logid"] == 10000
-    class_id, prob = offline[0]
-    assert answer["value"] == [f"[{class_id}]", format_probs([prob])]
+    class_id, prob = expected[0]
+    class_text, prob_text = answer["value"]
+    assert class_text == f"[{class_id}]"
+    [served_prob] = parse_prediction(answer)[1]
+    assert abs(served_prob - prob) <= 1e-5
+    assert prob_text == format_probs([served_prob])  # as numpy prints a float32
 
 
-def test_several_images_in_one_request_answer_in_order(client, images, offline):
+def test_several_images_in_one_request_answer_in_order(client, images, expected):
     order = [2, 0, 3, 1, 2]
     answer = predict(client, [images[i] for i in order]).json()
     assert answer["logid"] == 0
-    assert_matches(answer, [offline[i] for i in order])
+    assert_matches(answer, [expected[i] for i in order])
 
 
-def test_client_prints_the_reference_dict_with_infer_py_class(service, exported):
+def reference_dict(class_id, prob):
+    """What the reference client prints for a successful answer."""
+    return {
+        "err_no": 0, "err_msg": "", "key": ["class_id", "prob"],
+        "value": [f"[{class_id}]", format_probs([prob])], "tensors": [],
+    }
+
+
+def assert_printed_answer(text, expected_answer):
+    """``text`` is the reference's printed dict with ``expected_answer`` (class_id, prob)."""
+    printed = eval(text, {})  # the dict as Python prints it, as the reference client does
+    class_id, prob = expected_answer
+    assert set(printed) == {"err_no", "err_msg", "key", "value", "tensors"} and printed["err_no"] == 0, text
+    assert printed["value"][0] == f"[{class_id}]", text
+    assert abs(float(printed["value"][1].strip("[]")) - prob) <= 1e-5, text
+
+
+def test_client_prints_the_reference_dict_with_infer_py_answer(service, exported):
     client_out = run_script(
         "deploy/py_serving/pipeline_http_client.py", "--img-path", DEMO, "--url", service.prediction_url
     ).stdout.strip()
@@ -134,11 +164,81 @@ def test_client_prints_the_reference_dict_with_infer_py_class(service, exported)
         "deploy/py_inference/infer.py", "--model-dir", exported, "--img-path", DEMO, "--use-gpu=False"
     ).stdout
     class_id, prob = re.search(r"class_id: (\d+), prob: ([0-9.e-]+)", infer_out).groups()
-    expected = {
-        "err_no": 0, "err_msg": "", "key": ["class_id", "prob"],
-        "value": [f"[{class_id}]", format_probs([float(prob)])], "tensors": [],
-    }
-    assert client_out == str(expected)
+    assert client_out == str(reference_dict(class_id, float(prob)))
+
+
+def test_client_names_each_answer_for_a_directory(service, images, expected, tmp_path):
+    """Searched recursively, in sorted order, each dict after its image's name."""
+    for index, folder in enumerate(["b", "a", "a", "b/c"]):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / f"img_{index}.png").write_bytes(images[index])
+    result = run_script(
+        "deploy/py_serving/pipeline_http_client.py", "--img-path", tmp_path, "--url", service.prediction_url
+    )
+    order = [("a", 1), ("a", 2), ("b/c", 3), ("b", 0)]
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(order)
+    for line, (folder, index) in zip(lines, order):
+        prefix = f"image_name: {tmp_path / folder / f'img_{index}.png'}, "
+        assert line.startswith(prefix), line
+        assert_printed_answer(line[len(prefix):], expected[index])
+
+
+def test_readme_commands_as_pasted_with_the_shipped_config(exported, expected, tmp_path):
+    """The README's `web_service.py --model-dir ... &` then the client at once: the
+    service runs config.yml as shipped (only the model and a free port given) and the
+    client waits for it to load instead of failing with Connection refused."""
+    server = ServiceProcess("--model-dir", exported, log_path=tmp_path / "service.log")
+    try:
+        result = run_script(
+            "deploy/py_serving/pipeline_http_client.py", "--img-path", DEMO, "--url", server.prediction_url,
+            timeout=300,
+        )
+        health = httpx.get(f"{server.base_url}/health", timeout=10).json()
+    finally:
+        status = server.stop()
+    assert_printed_answer(result.stdout.strip(), expected[0])
+    assert status == 0, server.log()
+    shipped = serving_config.load_config(REPO_ROOT / "deploy" / "py_serving" / "config.yml")
+    assert health["workers"] == shipped.workers
+    threads = usable_cpu_count()
+    assert f"Paddle Inference: CPU, {threads} thread{'s' if threads > 1 else ''}, oneDNN on, bf16 off" in server.log()
+
+
+def test_client_gives_up_after_wait_with_one_line(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/alexnet/prediction"  # nothing listens there
+    started = time.monotonic()
+    result = run_script("deploy/py_serving/pipeline_http_client.py", "--img-path", DEMO, "--url", url,
+                        "--wait", "1", check=False)
+    assert result.returncode != 0 and time.monotonic() - started < 30
+    assert f"error: the service at {url} was not ready within --wait 1 s (cannot connect" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_that_fails_to_load_is_reported_at_once_not_waited_for(exported, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("inference.json", "inference_meta.json"):
+        shutil.copy(exported / name, broken)
+    (broken / "inference.pdiparams").write_bytes(b"not weights")
+    server = ServiceProcess("--model-dir", broken, "--cpu-threads", "1", log_path=tmp_path / "service.log")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{server.base_url}/health", timeout=5).json()["status"] == "failed":
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        started = time.monotonic()
+        result = run_script("deploy/py_serving/pipeline_http_client.py", "--img-path", DEMO,
+                            "--url", server.prediction_url, check=False)
+    finally:
+        server.stop()
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    answer = eval(result.stdout.strip(), {})
+    assert answer["err_no"] == ErrNo.INTERNAL and "service cannot answer" in answer["err_msg"]
 
 
 def b64(data):
@@ -177,7 +277,7 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS)
-def test_bad_request_gets_an_error_answer_and_the_next_request_works(case, client, images, offline):
+def test_bad_request_gets_an_error_answer_and_the_next_request_works(case, client, images, expected):
     kwargs, status, err_no = BAD_REQUESTS[case]
     response = client.post("/alexnet/prediction", **kwargs)
     assert response.status_code == status
@@ -185,7 +285,7 @@ def test_bad_request_gets_an_error_answer_and_the_next_request_works(case, clien
     assert answer["err_no"] == err_no and answer["err_msg"] and answer["key"] == answer["value"] == []
     if case == "huge dimensions":
         assert "exceeds max_pixels" in answer["err_msg"]
-    assert_matches(predict(client, images[:1]).json(), offline[:1])
+    assert_matches(predict(client, images[:1]).json(), expected[:1])
 
 
 @pytest.mark.parametrize(
@@ -197,11 +297,11 @@ def test_bad_request_gets_an_error_answer_and_the_next_request_works(case, clien
         ("GET", "/", 404, ErrNo.NOT_FOUND),
     ],
 )
-def test_wrong_method_or_path(method, path, status, err_no, client, images, offline):
+def test_wrong_method_or_path(method, path, status, err_no, client, images, expected):
     response = client.request(method, path)
     assert response.status_code == status
     assert response.json()["err_no"] == err_no and path in response.json()["err_msg"]
-    assert_matches(predict(client, images[:1]).json(), offline[:1])
+    assert_matches(predict(client, images[:1]).json(), expected[:1])
 
 
 async def _parallel_requests(url, image_indices, images):
@@ -220,13 +320,13 @@ def batch_size_stats(client):
     return count, total
 
 
-def test_parallel_requests_each_get_their_own_images_result(service, client, images, offline):
+def test_parallel_requests_each_get_their_own_images_result(service, client, images, expected):
     runs_before, images_before = batch_size_stats(client)
     indices = [n % 4 for n in range(64)]
     answers = asyncio.run(_parallel_requests(service.prediction_url, indices, images))
     for n, (answer, i) in enumerate(zip(answers, indices)):
         assert answer["logid"] == n
-        assert_matches(answer, [offline[i]], atol=1e-4)  # batched runs may round differently
+        assert_matches(answer, [expected[i]])
     runs, batched_images = batch_size_stats(client)
     assert batched_images - images_before == 64
     assert runs - runs_before < 64  # images shared predictor runs
@@ -252,7 +352,7 @@ def in_progress(client):
     return float(re.search(r"^serving_images_in_progress (\S+)$", text, re.M).group(1))
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_0(exported, images, offline, tmp_path):
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(exported, images, expected, tmp_path):
     # Without batching, 16 images run one by one: long enough to signal in the middle.
     server = ServiceProcess(
         "--model-dir", exported, "--cpu-threads", "1", "--no-batching", log_path=tmp_path / "service.log"
@@ -274,7 +374,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(exported, images, of
         server.stop()
     [response] = answers
     assert response.status_code == 200
-    assert_matches(response.json(), offline * 4)
+    assert_matches(response.json(), expected * 4)
     assert "Shutting down" in server.log()
 
 

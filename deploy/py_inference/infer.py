@@ -1,9 +1,11 @@
 """Classify images with an exported model on Paddle Inference.
 
     python deploy/py_inference/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
-prints ``image_name: ./images/demo.jpg, class_id: N, prob: P`` per image. ``--img-path``
-takes a file, a directory or a glob; boolean flags take ``True``/``False`` as TIPC
-passes them (``--use-gpu=False``). The exit status is 1 if any image could not be read.
+prints ``image_name: ./images/demo.jpg, class_id: N, prob: P`` per image on stdout, and on
+stderr one line saying what engaged (device, threads, oneDNN, bf16, TensorRT). ``--img-path``
+takes a file, a directory (searched recursively, so a class-folder data set works) or a
+glob; boolean flags take ``True``/``False`` as TIPC passes them (``--use-gpu=False``). The
+exit status is 1 if any image could not be read.
 """
 
 import argparse
@@ -32,7 +34,11 @@ def get_args_parser(add_help=True):
     parser.add_argument("--gpu-mem", default=8000, type=int, help="MB of GPU memory to reserve up front")
     add_bool_argument(parser, "--use-tensorrt", False, "run through TensorRT (GPU only)")
     parser.add_argument(
-        "--precision", default="fp32", choices=PRECISIONS, help="fp16/int8: TensorRT only; bf16: CPU with oneDNN"
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help="default: the model's (fp32 for exported fp32 weights); fp16: TensorRT; bf16: CPU with oneDNN; "
+        "int8: only a model quantised beforehand",
     )
     add_bool_argument(parser, "--use-mkldnn", True, "use oneDNN kernels on CPU")
     return parser
@@ -54,6 +60,7 @@ def main(args):
         predictor = create_predictor(args.model_dir, options)
     except (ModelDirError, UnsupportedOptionError) as err:
         raise SystemExit(f"error: {err}")
+    print(predictor.summary, file=sys.stderr, flush=True)
     return job.run(predictor.run)
 
 

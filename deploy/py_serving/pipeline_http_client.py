@@ -2,16 +2,23 @@
 
     python deploy/py_serving/pipeline_http_client.py --img-path ./images/demo.jpg
 
-sends one request per image (``--img-path``: a file, a directory or a glob, in sorted
-order) and prints each answer as the reference prints it:
+sends one request per image and prints each answer as the reference prints it:
 ``{'err_no': 0, 'err_msg': '', 'key': ['class_id', 'prob'], 'value': ['[8]', '[0.99903536]'], 'tensors': []}``
-(Paddle Serving's answer fields; the ``logid`` this service adds is left out). The exit
-status is 1 if any answer has a non-zero err_no or the service cannot be reached.
+(Paddle Serving's answer fields; the ``logid`` this service adds is left out). For a
+directory (searched recursively) or a glob, each answer is prefixed with its image, as
+infer.py names them: ``image_name: imgs/a.jpg, {'err_no': 0, ...}``, in sorted order.
+
+A service that is still starting (connection refused, or 503 "not ready" while the model
+loads) is waited for, up to ``--wait`` seconds, so that the service and the client can
+be started one right after the other. The exit status is 1 if any answer has a non-zero
+err_no or the service cannot be reached.
 """
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -19,27 +26,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx
 
 from paddlevision.batch_predict import expand_image_paths
-from paddlevision.serving.protocol import RESPONSE_FIELDS, build_request
+from paddlevision.serving.protocol import RESPONSE_FIELDS, ErrNo, build_request
 
 DEFAULT_URL = "http://127.0.0.1:18080/alexnet/prediction"
+POLL_INTERVAL_S = 0.25
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description="Client of the AlexNet HTTP service")
-    parser.add_argument("--img-path", default="./images/demo.jpg", help="an image, a directory of images, or a glob")
+    parser.add_argument(
+        "--img-path", default="./images/demo.jpg", help="an image, a directory (searched recursively) or a glob"
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="prediction URL of the service")
     parser.add_argument("--timeout", default=60.0, type=float, help="seconds to wait for each answer")
+    parser.add_argument(
+        "--wait",
+        default=60.0,
+        type=float,
+        help="seconds to wait for a service that is still starting (0: do not wait)",
+    )
     return parser
 
 
-def query(client, url, path):
-    """The service's answer for one image file, as a dict."""
-    body = build_request([Path(path).read_bytes()])
-    response = client.post(url, content=json.dumps(body), headers={"Content-Type": "application/json"})
+class ServiceNotReady(Exception):
+    pass
+
+
+def post(client, url, body):
+    """The service's answer to one request body, as a dict."""
+    response = client.post(url, content=body, headers={"Content-Type": "application/json"})
     try:
         return response.json()
     except ValueError:
         return {"err_no": -1, "err_msg": f"HTTP {response.status_code}, not a JSON answer: {response.text[:200]}"}
+
+
+def post_when_ready(client, url, body, wait_s):
+    """:func:`post`, retried while the service refuses connections or answers that it
+    is still loading, for at most ``wait_s`` seconds (one note on stderr while waiting)."""
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            answer = post(client, url, body)
+            if answer.get("err_no") != ErrNo.NOT_READY:
+                return answer
+            reason = answer.get("err_msg", "not ready")
+        except httpx.ConnectError as err:
+            reason = f"cannot connect: {err}"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServiceNotReady(f"error: the service at {url} was not ready within --wait {wait_s:g} s ({reason})")
+        if not waiting:
+            print(f"waiting up to {wait_s:g} s for the service at {url} to be ready ({reason})", file=sys.stderr,
+                  flush=True)
+            waiting = True
+        time.sleep(min(POLL_INTERVAL_S, remaining))
 
 
 def main(args):
@@ -47,18 +89,26 @@ def main(args):
         paths = expand_image_paths(args.img_path)
     except FileNotFoundError as err:
         raise SystemExit(f"error: {err}")
+    name_answers = not os.path.isfile(args.img_path)
     status = 0
+    answered = False  # the wait is for start-up only
     with httpx.Client(timeout=args.timeout) as client:
         for path in paths:
             try:
-                answer = query(client, args.url, path)
-            except httpx.HTTPError as err:
-                raise SystemExit(f"error: cannot query {args.url}: {err}")
+                body = json.dumps(build_request([Path(path).read_bytes()]))
             except OSError as err:
                 print(f"error: cannot read {path}: {err.strerror or err}", file=sys.stderr, flush=True)
                 status = 1
                 continue
-            print({field: answer[field] for field in RESPONSE_FIELDS if field in answer}, flush=True)
+            try:
+                answer = post(client, args.url, body) if answered else post_when_ready(client, args.url, body, args.wait)
+            except ServiceNotReady as err:
+                raise SystemExit(str(err))
+            except httpx.HTTPError as err:
+                raise SystemExit(f"error: cannot query {args.url}: {err}")
+            answered = True
+            printed = {field: answer[field] for field in RESPONSE_FIELDS if field in answer}
+            print(f"image_name: {path}, {printed}" if name_answers else printed, flush=True)
             status = status or int(answer.get("err_no") != 0)
     return status
 

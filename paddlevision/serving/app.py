@@ -9,9 +9,9 @@ run in a thread pool, inference in the batcher's worker threads.
 """
 
 import asyncio
-import functools
 import logging
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from paddlevision import inference
 from paddlevision.batch_predict import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE
 from paddlevision.image import ImageDecodeError, ImageTooLargeError
-from paddlevision.model_dir import read_metadata
+from paddlevision.model_dir import model_precision, read_metadata
 from paddlevision.pipeline import Preprocessor, topk
 from paddlevision.serving.batching import DynamicBatcher, QueueFullError
 from paddlevision.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
@@ -61,16 +61,21 @@ def create_app(config):
     once for a model directory or device that cannot work; the predictors themselves
     are created in the background after start-up, which ``/health`` reports."""
     options = predictor_options(config)
-    inference.check_options(options)
     inference.find_paddle_model_files(config.model_dir)
     metadata = read_metadata(config.model_dir)
+    inference.check_options(options, model_precision(config.model_dir, metadata))
     img_size = metadata.get("img_size", DEFAULT_CROP_SIZE)
     preprocessor = Preprocessor(
         metadata.get("resize_size", DEFAULT_RESIZE_SIZE), img_size, max_pixels=config.max_image_pixels
     )
     metrics = ServingMetrics()
+    def create_predictor():
+        predictor = inference.create_predictor(config.model_dir, options)
+        logger.info("%s: %s", threading.current_thread().name, predictor.summary)
+        return predictor
+
     batcher = DynamicBatcher(
-        functools.partial(inference.create_predictor, config.model_dir, options),
+        create_predictor,
         workers=config.workers,
         max_batch_size=config.max_batch_size,
         max_wait_s=config.max_batch_wait_ms / 1000.0,
@@ -123,9 +128,11 @@ class _Service:
         return JSONResponse(answer, status_code=ErrNo(answer["err_no"]).http_status)
 
     async def _classify(self, keys, values, logid):
+        if self.batcher.load_error:
+            # Permanent, unlike loading: a client waiting for readiness should stop.
+            raise ProtocolError(ErrNo.INTERNAL, f"service cannot answer: {self.batcher.load_error}")
         if not self.batcher.ready:
-            reason = self.batcher.load_error or "the model is still loading"
-            raise ProtocolError(ErrNo.NOT_READY, f"service not ready: {reason}; poll GET /health")
+            raise ProtocolError(ErrNo.NOT_READY, "service not ready: the model is still loading; poll GET /health")
         try:
             admission = self.batcher.admit(len(values))
         except QueueFullError as err:

@@ -23,13 +23,16 @@ def free_port(host="127.0.0.1"):
 
 
 class ServiceProcess:
-    """``web_service.py --port <free port> *args``; its output goes to ``log_path``."""
+    """``web_service.py [--host HOST] --port <free port> *args``; its output goes to
+    ``log_path``. Without ``host`` the service listens where its config says (the shipped
+    config.yml: 127.0.0.1)."""
 
-    def __init__(self, *args, log_path, host="127.0.0.1"):
-        self.port = free_port(host)
-        self.base_url = f"http://{host}:{self.port}"
+    def __init__(self, *args, log_path, host=None):
+        self.port = free_port(host or "127.0.0.1")
+        self.base_url = f"http://{host or '127.0.0.1'}:{self.port}"
         self.log_path = Path(log_path)
-        command = [sys.executable, str(WEB_SERVICE), "--host", host, "--port", str(self.port), *map(str, args)]
+        host_flags = ["--host", host] if host else []
+        command = [sys.executable, str(WEB_SERVICE), *host_flags, "--port", str(self.port), *map(str, args)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
