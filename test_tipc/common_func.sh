@@ -116,10 +116,6 @@ validate_config() {
         echo "error: ${TIPC_CONFIG}: ${#TIPC_LINES[@]} lines, expected ${TIPC_NUM_LINES} (see docs/tipc.md)" >&2
         exit 2
     fi
-    for (( index = TIPC_NUM_LINES; index < ${#TIPC_LINES[@]}; index++ )); do
-        [[ -z "${TIPC_LINES[index]//[[:space:]]/}" ]] || config_error "$index" "unexpected line after the last parameter"
-    done
-
     for header_index in "$L_TRAIN_HEADER:train_params" "$L_EVAL_HEADER:eval_params" "$L_INFER_HEADER:infer_params"; do
         index=${header_index%%:*}
         expected="===========================${header_index#*:}==========================="
@@ -127,6 +123,9 @@ validate_config() {
     done
     for index in "${SEPARATOR_LINES[@]}"; do
         [[ "${TIPC_LINES[index]}" == "##" ]] || config_error "$index" "expected the separator '##'"
+    done
+    for (( index = TIPC_NUM_LINES; index < ${#TIPC_LINES[@]}; index++ )); do
+        [[ -z "${TIPC_LINES[index]//[[:space:]]/}" ]] || config_error "$index" "unexpected line after the last parameter"
     done
 
     for (( index = 0; index < TIPC_NUM_LINES; index++ )); do

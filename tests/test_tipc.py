@@ -226,6 +226,20 @@ def test_inconsistent_inference_fails_the_check(tmp_path):
     assert result.stdout.rstrip().splitlines()[-1] == "4 succeeded, 1 failed"
 
 
+@pytest.mark.parametrize(
+    "not_a_config, message",
+    [
+        ("README.md", ":1: expected the section header '===========================train_params"),
+        ("test_tipc/configs/AlexNet/model_linux_gpu_normal_normal_serving_python_linux_gpu_cpu.txt", " lines, expected 51"),
+    ],
+)
+def test_a_file_that_is_not_a_tipc_config_is_refused(not_a_config, message, tmp_path):
+    result = run_tipc(TEST_SCRIPT, REPO_ROOT / not_a_config, "lite_train_lite_infer", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {REPO_ROOT / not_a_config}") and message in result.stderr
+    assert "Run " not in result.stdout
+
+
 def test_whole_infer_without_a_model_is_refused(tmp_path):
     lines = config_lines()
     line_number = set_value(lines, "infer_model", "null") + 1
