@@ -116,10 +116,6 @@ validate_config() {
         echo "error: ${TIPC_CONFIG}: ${#TIPC_LINES[@]} lines, expected ${TIPC_NUM_LINES} (see docs/tipc.md)" >&2
         exit 2
     fi
-    for (( index = TIPC_NUM_LINES; index < ${#TIPC_LINES[@]}; index++ )); do
-        [[ -z "${TIPC_LINES[index]//[[:space:]]/}" ]] || config_error "$index" "unexpected line after the last parameter"
-    done
-
     for header_index in "$L_TRAIN_HEADER:train_params" "$L_EVAL_HEADER:eval_params" "$L_INFER_HEADER:infer_params"; do
         index=${header_index%%:*}
         expected="===========================${header_index#*:}==========================="
@@ -127,6 +123,9 @@ validate_config() {
     done
     for index in "${SEPARATOR_LINES[@]}"; do
         [[ "${TIPC_LINES[index]}" == "##" ]] || config_error "$index" "expected the separator '##'"
+    done
+    for (( index = TIPC_NUM_LINES; index < ${#TIPC_LINES[@]}; index++ )); do
+        [[ -z "${TIPC_LINES[index]//[[:space:]]/}" ]] || config_error "$index" "unexpected line after the last parameter"
     done
 
     for (( index = 0; index < TIPC_NUM_LINES; index++ )); do
@@ -149,15 +148,25 @@ validate_config() {
 
     # Fixed keys catch a config whose lines are shifted by one.
     for pair in "$L_MODEL_NAME:model_name" "$L_PYTHON:python" "$L_GPU_LIST:gpu_list" \
-        "$L_TRAIN_MODEL_NAME:train_model_name" "$L_TRAIN_INFER_IMG:train_infer_img_dir" "$L_TRAINER_LIST:trainer" \
-        "$L_NORM_TRAIN:norm_train" "$L_EVAL:eval" "$L_NORM_EXPORT:norm_export" "$L_INFERENCE_DIR:inference_dir" \
-        "$L_INFER_EXPORT:infer_export" "$L_INFER_QUANT:infer_quant" "$L_INFERENCE:inference"; do
+        "$L_TRAIN_MODEL_NAME:train_model_name" "$L_TRAINER_LIST:trainer" "$L_NORM_TRAIN:norm_train" \
+        "$L_EVAL:eval" "$L_NORM_EXPORT:norm_export" "$L_INFER_EXPORT:infer_export" "$L_INFER_QUANT:infer_quant" \
+        "$L_INFERENCE:inference"; do
         index=${pair%%:*}
         [[ "$(config_key "$index")" == "${pair#*:}" ]] || config_error "$index" "expected the key '${pair#*:}'"
     done
+    # Two lines the reference's scripts read by value only, as PaddleClas's configs
+    # write them: line 12 may be a null:null filler (no image flag after training), and
+    # line 36 may be a '##' (the model is the exported directory itself).
+    [[ "$(config_key "$L_TRAIN_INFER_IMG")" == "train_infer_img_dir" || "${TIPC_LINES[L_TRAIN_INFER_IMG]}" == "null:null" ]] \
+        || config_error "$L_TRAIN_INFER_IMG" "expected the key 'train_infer_img_dir' (or null:null)"
+    [[ "$(config_key "$L_INFERENCE_DIR")" == "inference_dir" || "${TIPC_LINES[L_INFERENCE_DIR]}" == "##" ]] \
+        || config_error "$L_INFERENCE_DIR" "expected the key 'inference_dir' (or '##')"
     key=$(config_key "$L_INFER_MODEL")
     [[ "$key" == "infer_model" || "$key" == "train_model" ]] \
         || config_error "$L_INFER_MODEL" "expected the key 'infer_model'"
+    if [[ "$mode" == "whole_infer" ]] && is_null "$(config_mode_value "$L_INFER_MODEL" "$mode")"; then
+        config_error "$L_INFER_MODEL" "whole_infer needs weights or an exported model here"
+    fi
     case "$(config_value "$L_INFER_QUANT")" in
         False | null) ;;
         *) config_error "$L_INFER_QUANT" "quantized inference models are not supported, expected False" ;;
@@ -214,9 +223,103 @@ export_line() {
     esac
 }
 
-# True when this machine has a CUDA build of Paddle and at least one visible GPU.
-have_gpu() {
-    [[ "$("$PYTHON_BIN" -c 'from paddlevision.hardware import gpu_available; print(gpu_available())' 2> /dev/null)" == "True" ]]
+# The exported model's directory inside DIR: DIR itself when line 36 is null or '##'.
+inference_model_dir() {
+    local dir=$1 subdir
+    subdir=$(config_value "$L_INFERENCE_DIR")
+    if is_null "$subdir" || [[ "$subdir" == "##" ]]; then
+        printf '%s' "$dir"
+    else
+        printf '%s' "$dir/$subdir"
+    fi
+}
+
+# Set PYTHON_BIN: $PYTHON if set, else the config's python (line 3); it must be a
+# command, or every step would fail with the same "not found".
+resolve_python() {
+    PYTHON_BIN=${PYTHON:-$(config_value "$L_PYTHON")}
+    command -v -- "$PYTHON_BIN" > /dev/null && return
+    if [[ -n "${PYTHON-}" ]]; then
+        echo "error: PYTHON='${PYTHON}' is not a command" >&2
+        exit 2
+    fi
+    config_error "$L_PYTHON" "'${PYTHON_BIN}' is not a command here; set PYTHON to the interpreter to use"
+}
+
+# --- devices: each decision is a function of its inputs, tested on CPU -----------------
+
+# How many GPUs Paddle sees here (0 for a CPU build).
+visible_gpu_count() {
+    local count
+    count=$("$PYTHON_BIN" -c 'import paddle; print(paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0)' 2> /dev/null)
+    [[ "$count" =~ ^[0-9]+$ ]] && echo "$count" || echo 0
+}
+
+# Where gpu_list entry ENTRY trains, given its --device value and the number of visible
+# GPUs: "gpu", or "cpu" followed by the reason when the config asked for GPUs this
+# machine does not have (-1 and a cpu/False --device value are the CPU as asked).
+entry_device() {
+    local entry=$1 device_value=$2 num_gpus=$3 card
+    local -a cards
+    if [[ "$entry" == "-1" || "$device_value" == "cpu" || "$device_value" == "False" ]]; then
+        echo cpu
+        return
+    fi
+    if (( num_gpus == 0 )); then
+        echo "cpu no GPU on this machine"
+        return
+    fi
+    IFS=',' read -ra cards <<< "$entry"
+    for card in "${cards[@]}"; do
+        if (( 10#$card >= num_gpus )); then
+            echo "cpu card ${card} is not one of the ${num_gpus} visible GPU(s)"
+            return
+        fi
+    done
+    echo gpu
+}
+
+# The words that start PROCESSES processes for ENTRY on DEVICE (as entry_device gave
+# it), one per line; PROCESSES is 1 for evaluation, else the entry's card count. Fails,
+# saying why, when the processes cannot be started here: paddle.distributed.launch gives
+# each process one of the visible GPUs whenever there are any (its Device.parse_device
+# and detect_device), and indexes them by rank, so it cannot start more processes than
+# there are GPUs. CPU processes beside GPUs need PADDLE_DISTRI_BACKEND=gloo, which
+# init_parallel_env reads; the launcher sets it itself only when it sees no GPU.
+entry_launcher() {
+    local device=$1 entry=$2 num_gpus=$3 processes=$4 log_dir=${5-}
+    if (( processes == 1 )); then
+        if [[ "$device" == "gpu" ]]; then
+            printf '%s\n' env "CUDA_VISIBLE_DEVICES=${entry%%,*}"
+        fi
+        printf '%s\n' "$PYTHON_BIN"
+    elif [[ "$device" == "gpu" ]]; then
+        printf '%s\n' "$PYTHON_BIN" -m paddle.distributed.launch --gpus "$entry" --log_dir "$log_dir"
+    elif (( num_gpus == 0 )); then
+        printf '%s\n' "$PYTHON_BIN" -m paddle.distributed.launch --nproc_per_node "$processes" --log_dir "$log_dir"
+    elif (( num_gpus >= processes )); then
+        printf '%s\n' env PADDLE_DISTRI_BACKEND=gloo \
+            "$PYTHON_BIN" -m paddle.distributed.launch --nproc_per_node "$processes" --log_dir "$log_dir"
+    else
+        echo "paddle.distributed.launch would give each of its ${processes} processes one of the ${num_gpus} visible GPU(s)"
+        return 1
+    fi
+}
+
+# Whether an inference run on DEVICE at PRECISION is compared with tools/predict.py at
+# PROB_TOLERANCE, and the environment it then runs with. Fails for reduced precisions
+# (fp16/int8/bf16 differ from fp32 by design). On GPU, prints NVIDIA_TF32_OVERRIDE=0:
+# Paddle leaves TF32 on for cuBLAS and cuDNN (phi's allow_tf32_cublas/allow_tf32_cudnn
+# default to true, switched only in-process by core.set_cublas_switch/set_cudnn_switch),
+# and TF32's 10-bit mantissa can move a probability by more than 1e-4; the NVIDIA
+# libraries themselves read this variable and then compute in full fp32.
+consistency_env() {
+    local device=$1 precision=$2
+    is_null "$precision" || [[ "$precision" == "fp32" ]] || return 1
+    if [[ "$device" == "gpu" ]]; then
+        echo NVIDIA_TF32_OVERRIDE=0
+    fi
+    return 0
 }
 
 # --- running and logging ------------------------------------------------------------

@@ -28,7 +28,7 @@ source test_tipc/common_func.sh
 
 load_config "$CONFIG"
 validate_config "$MODE"
-PYTHON_BIN=${PYTHON:-$(config_value "$L_PYTHON")}
+resolve_python
 LITE_TAR=test_images/lite_data.tar
 
 # The bundled lite data set in ./lite_data, extracted (atomically, once) by the same

@@ -149,7 +149,7 @@ main() {
     run_logged "$infer_log" "$PYTHON_BIN" "${INFER_CMD[@]}" "--model-dir=$MODEL_DIR" "--img-path=$IMG_PATH" || return
     expected=$(infer_class_id "$infer_log")
     for device in "${DEVICES[@]}"; do
-        if [[ "$device" == "gpu" ]] && ! have_gpu; then
+        if [[ "$device" == "gpu" ]] && (( $(visible_gpu_count) == 0 )); then
             echo "Skipping --device=gpu: no GPU on this machine"
             continue
         fi

@@ -29,14 +29,14 @@ source test_tipc/common_func.sh
 
 load_config "$CONFIG"
 validate_config "$MODE"
-
-PYTHON_BIN=${PYTHON:-$(config_value "$L_PYTHON")}
+resolve_python
 OUTPUT_DIR=${TIPC_OUTPUT_DIR:-test_tipc/output}
 # tools/predict.py and infer.py must agree on this image's class (the consistency check).
 CHECK_IMAGE=images/demo.jpg
 PROB_TOLERANCE=1e-4
 INFERENCE_SCRIPT=$(config_value "$L_INFERENCE")
-INFER_LOGS=()  # logs of the successful inference runs on the current model
+INFER_LOGS=()  # logs of the successful inference runs on the current model to compare
+UNCOMPARED_RUNS=0  # inference runs on it at a reduced precision
 
 # append_param ARRAY KEY VALUE: add "KEY=VALUE" to ARRAY unless the key or value is null.
 append_param() {
@@ -64,17 +64,6 @@ prepare_output_dir() {
     : > "$TIPC_STATUS_LOG"
 }
 
-# "gpu" or "cpu" for a gpu_list entry and its --device value: the CPU when asked for,
-# for entry -1, and always on a machine without a GPU.
-resolve_device() {
-    local gpu=$1 device_value=$2
-    if [[ "$gpu" == "-1" || "$device_value" == "cpu" || "$device_value" == "False" ]] || ! $HAVE_GPU; then
-        echo cpu
-    else
-        echo gpu
-    fi
-}
-
 # The device flag's value in the config's own vocabulary (gpu/cpu or True/False).
 device_flag_value() {
     local device=$1 device_value=$2
@@ -82,6 +71,23 @@ device_flag_value() {
         [[ "$device" == "gpu" ]] && echo True || echo False
     else
         echo "$device"
+    fi
+}
+
+# run_infer LOG DEVICE PRECISION CMD...: one inference run. Runs whose results are
+# comparable with tools/predict.py (consistency_env) run in the environment that keeps
+# them so, and their logs go to INFER_LOGS when they succeed.
+run_infer() {
+    local log_file=$1 device=$2 precision=$3 check_env
+    shift 3
+    if check_env=$(consistency_env "$device" "$precision"); then
+        if [[ -n "$check_env" ]]; then
+            set -- env "$check_env" "$@"
+        fi
+        run_logged "$log_file" "$@" && INFER_LOGS+=("$log_file")
+    else
+        run_logged "$log_file" "$@"
+        UNCOMPARED_RUNS=$((UNCOMPARED_RUNS + 1))
     fi
 }
 
@@ -105,9 +111,7 @@ run_inference() {
     precision_key=$(config_key "$L_PRECISION")
     trt_key=$(config_key "$L_USE_TRT")
 
-    if ! is_null "$(config_value "$L_INFERENCE_DIR")"; then
-        model_dir="$model_dir/$(config_value "$L_INFERENCE_DIR")"
-    fi
+    model_dir=$(inference_model_dir "$model_dir")
     # Flags every run shares; the matrix flags come first, as in PaddleClas's commands.
     common=()
     append_param common "$(config_key "$L_MODEL_DIR")" "$model_dir"
@@ -117,16 +121,17 @@ run_inference() {
     append_param common "$(config_key "$L_INFER_PARAM1")" "$(config_mode_value "$L_INFER_PARAM1" "$MODE")"
 
     INFER_LOGS=()
+    UNCOMPARED_RUNS=0
     for use_gpu in "${use_gpu_list[@]}"; do
         if [[ "$use_gpu" == "True" || "$use_gpu" == "gpu" ]]; then
-            if ! $HAVE_GPU; then
+            if (( NUM_GPUS == 0 )); then
                 echo "note: skipping the ${use_gpu_key}=${use_gpu} inference runs: no GPU on this machine"
                 continue
             fi
             for use_trt in "${trt_list[@]}"; do
                 for precision in "${precision_list[@]}"; do
                     # Half and int8 precision need TensorRT in infer.py; bf16 is CPU-only.
-                    if [[ "$precision" != "fp32" && "$use_trt" != "True" ]]; then
+                    if ! is_null "$precision" && [[ "$precision" != "fp32" && "$use_trt" != "True" ]]; then
                         continue
                     fi
                     for batch in "${batch_list[@]}"; do
@@ -135,7 +140,7 @@ run_inference() {
                         append_param cmd "$trt_key" "$use_trt"
                         append_param cmd "$precision_key" "$precision"
                         append_param cmd "$batch_key" "$batch"
-                        run_logged "$log_file" "${cmd[@]}" "${common[@]}" && INFER_LOGS+=("$log_file")
+                        run_infer "$log_file" gpu "$precision" "${cmd[@]}" "${common[@]}"
                     done
                 done
             done
@@ -150,13 +155,16 @@ run_inference() {
                             append_param cmd "$threads_key" "$threads"
                             append_param cmd "$batch_key" "$batch"
                             append_param cmd "$precision_key" "$precision"
-                            run_logged "$log_file" "${cmd[@]}" "${common[@]}" && INFER_LOGS+=("$log_file")
+                            run_infer "$log_file" cpu "$precision" "${cmd[@]}" "${common[@]}"
                         done
                     done
                 done
             done
         fi
     done
+    if (( UNCOMPARED_RUNS > 0 )); then
+        echo "note: ${UNCOMPARED_RUNS} inference run(s) at a reduced precision are not compared with tools/predict.py"
+    fi
 }
 
 # "class_id prob" as infer.py printed them for CHECK_IMAGE in LOG (nothing if absent).
@@ -231,28 +239,25 @@ export_model() {
 # inference and consistency check.
 train_eval_export_infer() {
     local gpu=$1 device_value=$2 autocast=$3 trainer=$4
-    local train_index device num_cards save_dir weights img_path device_key
+    local train_index device reason num_cards save_dir weights img_path device_key launch_words
     local -a launcher single cmd params
     train_index=$(trainer_line "$trainer")
-    device=$(resolve_device "$gpu" "$device_value")
+    read -r device reason <<< "$(entry_device "$gpu" "$device_value" "$NUM_GPUS")"
     device_key=$(config_key "$L_DEVICE")
     num_cards=$(awk -F, '{print NF}' <<< "$gpu")
     save_dir="$OUTPUT_DIR/${trainer}_gpus_${gpu}_autocast_${autocast}"
 
-    # One process per card; on a CPU-only machine a multi-card entry still starts one
-    # (gloo) process per card so that the distributed path is exercised.
-    if [[ "$device" == "gpu" ]]; then
-        single=(env "CUDA_VISIBLE_DEVICES=${gpu%%,*}" "$PYTHON_BIN")
-    else
-        single=("$PYTHON_BIN")
+    # One process per card; on the CPU a multi-card entry still starts one (gloo)
+    # process per card so that the distributed path is exercised.
+    if ! launch_words=$(entry_launcher "$device" "$gpu" "$NUM_GPUS" "$num_cards" "$save_dir/dist_logs"); then
+        echo "note: skipping gpu_list entry ${gpu}: ${reason:+${reason}; on the CPU, }${launch_words}"
+        return
     fi
-    if (( num_cards > 1 )) && [[ "$device" == "gpu" ]]; then
-        launcher=("$PYTHON_BIN" -m paddle.distributed.launch --gpus "$gpu" --log_dir "$save_dir/dist_logs")
-    elif (( num_cards > 1 )); then
-        launcher=("$PYTHON_BIN" -m paddle.distributed.launch --nproc_per_node "$num_cards" --log_dir "$save_dir/dist_logs")
-    else
-        launcher=("${single[@]}")
+    if [[ -n "$reason" ]]; then
+        echo "note: gpu_list entry ${gpu} runs on the CPU (${num_cards} process(es)): ${reason}"
     fi
+    mapfile -t launcher <<< "$launch_words"
+    mapfile -t single < <(entry_launcher "$device" "$gpu" "$NUM_GPUS" 1)
 
     params=()
     append_param params "$device_key" "$(device_flag_value "$device" "$device_value")"
@@ -336,12 +341,7 @@ run_whole_infer() {
 
 main() {
     prepare_output_dir
-    HAVE_GPU=false
-    if have_gpu; then
-        HAVE_GPU=true
-    else
-        echo "note: no GPU found: gpu_list entries run on the CPU (multi-card entries as one process per card)"
-    fi
+    NUM_GPUS=$(visible_gpu_count)
     if [[ "$MODE" == "whole_infer" ]]; then
         run_whole_infer
     else
