@@ -300,23 +300,55 @@ def build_from_checkpoint(source, model_name=None, num_classes=None, sha256=None
 # ----------------------------------------------------------------- training checkpoints
 
 
+def _gpu_index(device):
+    """The card of a ``paddle.get_device()`` string, ``None`` for the CPU."""
+    return int(device.split(":")[1]) if device.startswith("gpu:") else None
+
+
 def rng_state():
-    """This process's Python, numpy and Paddle RNG states, in a form paddle.save keeps."""
+    """This process's Python, numpy and Paddle RNG states, in a form paddle.save keeps.
+
+    Paddle has a generator per device: the CPU's, and one per visible card. The state of
+    the card this process computes on is kept under ``"gpu"``, so that it can be restored
+    on another card, or on a machine with another number of cards.
+    """
     # numpy's key array is uint32, which paddle.load would try (and fail) to turn into a
     # tensor: store it as a list.
     name, keys, pos, has_gauss, cached_gauss = np.random.get_state()
-    return {
+    state = {
         "python": random.getstate(),
         "numpy": (name, keys.tolist(), pos, has_gauss, cached_gauss),
-        "paddle": paddle.get_rng_state(),
+        "cpu": paddle.get_rng_state("cpu")[0],
     }
+    card = _gpu_index(paddle.get_device())
+    if card is not None:
+        state["gpu"] = paddle.get_cuda_rng_state()[card]
+    return state
 
 
 def _set_rng_state(state):
+    """Restore what ``state`` holds for this process's devices; return a description of
+    what it could not restore (``None`` when everything was)."""
     random.setstate(state["python"])
     name, keys, pos, has_gauss, cached_gauss = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gauss))
-    paddle.set_rng_state(state["paddle"])
+    if "paddle" in state:  # the format before the device kind was recorded
+        try:
+            paddle.set_rng_state(state["paddle"])
+        except ValueError:
+            return (f"the Paddle generators: saved for {len(state['paddle'])} device(s), "
+                    f"not the {paddle.get_device()} generators of this run")
+        return None
+    paddle.set_rng_state([state["cpu"]], "cpu")
+    card = _gpu_index(paddle.get_device())
+    if card is None:
+        return "the GPU generator (this run is on the CPU)" if "gpu" in state else None
+    if "gpu" not in state:
+        return "the GPU generator (the checkpoint was saved on the CPU)"
+    gpu_states = paddle.get_cuda_rng_state()
+    gpu_states[card] = state["gpu"]
+    paddle.set_cuda_rng_state(gpu_states)
+    return None
 
 
 def save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args=None, scaler=None, meta=None,
@@ -355,7 +387,8 @@ def resolve_resume_prefix(resume):
 
 def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None, rank=0):
     """Restore everything :func:`save_training_checkpoint` wrote, with the RNG states of
-    ``rank`` (rank 0's when the checkpoint has fewer ranks); returns ``(next_epoch, meta)``."""
+    ``rank`` where they fit this process's devices (a warning says what did not); returns
+    ``(next_epoch, meta)``."""
     prefix = resolve_resume_prefix(resume)
     state_dict, meta = read_weights(f"{prefix}.pdparams")
     try:
@@ -376,5 +409,12 @@ def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None
     if scaler is not None and "scaler" in training_state:
         scaler.load_state_dict(training_state["scaler"])
     rng_states = training_state["rng"]
-    _set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+    if rank < len(rng_states):
+        not_restored = _set_rng_state(rng_states[rank])
+    else:
+        not_restored = (f"any generator (the checkpoint holds the states of {len(rng_states)} processes, "
+                        f"not rank {rank}'s)")
+    if not_restored:
+        logger.warning("%s: random state of %s not restored; random draws (dropout) continue from a fresh state",
+                       prefix, not_restored)
     return training_state["epoch"] + 1, meta
