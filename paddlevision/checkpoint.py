@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -103,21 +104,33 @@ def cache_dir():
     return Path(home) / "weights"
 
 
+# torchvision names its published weights after the first hex digits of their sha256
+# (alexnet-owt-7be5be79.pth) and checks downloads against them (torch.hub's HASH_REGEX).
+# At least 8 digits here, so that a version number such as resnet-50 is not taken for one.
+_HASH_PREFIX_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
+
+
 def download(url, sha256=None, directory=None):
     """Download ``url`` once into the cache and return the local path.
 
-    The file is written under a temporary name and renamed only after its checksum (when
-    known) matched, so the cache never holds a partial or wrong file. A cached file is
-    re-verified against ``sha256`` on every call.
+    The download is verified against ``sha256``, or else against the sha256 prefix that
+    the file name carries in torchvision's convention (``name-<hex digits>.ext``). The file
+    is written under a temporary name and renamed only after it matched, so the cache
+    never holds a partial or wrong file. A cached file is re-verified on every call.
     """
     directory = Path(directory) if directory else cache_dir()
     name = os.path.basename(urllib.parse.urlparse(url).path) or "weights.pdparams"
-    if sha256 is None:
+    if sha256:
+        expected = sha256.lower()
+    else:
+        match = _HASH_PREFIX_IN_NAME.search(name)
+        expected = match.group(1) if match else None
+    if expected is None:
         # Weights are pickles: an unverified download is trusted code. Say so.
         logger.warning("no sha256 known for %s: the download cannot be verified (pass one where you have it)", url)
     target = directory / name
     if target.exists():
-        if sha256 is None or sha256sum(target) == sha256.lower():
+        if expected is None or sha256sum(target).startswith(expected):
             return target
         logger.warning("cached %s does not match its sha256; downloading it again", target)
     directory.mkdir(parents=True, exist_ok=True)
@@ -125,10 +138,11 @@ def download(url, sha256=None, directory=None):
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
-        if sha256 is not None:
+        if expected is not None:
             actual = sha256sum(tmp)
-            if actual != sha256.lower():
-                raise CheckpointError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {actual}")
+            if not actual.startswith(expected):
+                what = "sha256" if sha256 else "sha256 starting with"
+                raise CheckpointError(f"checksum mismatch for {url}: expected {what} {expected}, got {actual}")
         os.replace(tmp, target)
     except OSError as err:
         raise CheckpointError(f"cannot download {url}: {err}") from err

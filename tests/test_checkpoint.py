@@ -118,6 +118,27 @@ def test_download_with_wrong_checksum_is_rejected_and_not_cached(http_dir, tmp_p
     assert list((tmp_path / "home" / "weights").iterdir()) == []
 
 
+def test_download_checks_the_sha256_prefix_in_the_file_name(http_dir, tmp_path, monkeypatch, caplog):
+    """torchvision's convention: alexnet-owt-7be5be79.pth carries its sha256's first digits."""
+    monkeypatch.setenv("PADDLEVISION_HOME", str(tmp_path / "home"))
+    root, base_url = http_dir
+    source = TinyNet()
+    paddle.save(source.state_dict(), str(root / "tiny.pdparams"))
+    digest = hashlib.sha256((root / "tiny.pdparams").read_bytes()).hexdigest()
+    os.replace(root / "tiny.pdparams", root / f"tiny-{digest[:8]}.pdparams")
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
+    (root / f"tiny-{wrong}.pdparams").write_bytes((root / f"tiny-{digest[:8]}.pdparams").read_bytes())
+
+    target = TinyNet()
+    with caplog.at_level(logging.WARNING):
+        checkpoint.load_pretrained(target, f"{base_url}/tiny-{digest[:8]}.pdparams")
+    assert_same_weights(source, target)
+    assert "cannot be verified" not in caplog.text
+    with pytest.raises(CheckpointError, match=f"expected sha256 starting with {wrong}, got {digest}"):
+        checkpoint.resolve_weights(f"{base_url}/tiny-{wrong}.pdparams")
+    assert [p.name for p in (tmp_path / "home" / "weights").iterdir()] == [f"tiny-{digest[:8]}.pdparams"]
+
+
 def test_download_error_names_the_url(http_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLEVISION_HOME", str(tmp_path / "home"))
     _, base_url = http_dir
