@@ -83,12 +83,16 @@ class MetricLogger:
         for i, obj in enumerate(iterable):
             data_time.update(time.time() - end)
             yield obj
+            printing = i % print_freq == 0 or i == total - 1
+            # Converting the meters to text waits for the device; the step's time is taken
+            # after that, so that it counts the device's work, not only its queueing.
+            meters = str(self) if printing else None
             iter_time.update(time.time() - end)
-            if i % print_freq == 0 or i == total - 1:
+            if printing:
                 eta = datetime.timedelta(seconds=int(iter_time.global_avg * (total - i - 1)))
                 print_main(
                     self.delimiter.join(
-                        [header, f"[{i:>{width}}/{total}]", f"eta: {eta}", str(self), f"time: {iter_time}",
+                        [header, f"[{i:>{width}}/{total}]", f"eta: {eta}", meters, f"time: {iter_time}",
                          f"data: {data_time}"]
                     )
                 )
@@ -249,8 +253,8 @@ def set_seed(seed):
 
 class MetricsWriter:
     """Writes one JSON object per line to ``path`` (main process only), flushing each
-    record so a crashed run keeps everything logged before the crash. A new run starts
-    the file afresh; a resumed one (``append``) continues it."""
+    record so a crashed run keeps everything logged before the crash. Without ``append``
+    the file is started afresh."""
 
     def __init__(self, path, append=False):
         self.path = path
