@@ -316,7 +316,9 @@ def get_args_parser(add_help=True):
                              "train_list.txt and val_list.txt (default: the bundled lite data, extracted from "
                              "test_images/lite_data.tar on first use)")
     parser.add_argument("--model", default="alexnet", choices=list_models(), help="model name")
-    parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when available, else cpu)")
+    parser.add_argument("--device", default=None,
+                        help="gpu, gpu:N or cpu (default: gpu when available, else cpu); under "
+                             "paddle.distributed.launch, gpu is each process's card (choose them with --gpus)")
     parser.add_argument("-b", "--batch-size", default=32, type=int, help="images per device per step")
     parser.add_argument("--epochs", default=90, type=int, help="number of total epochs to run")
     parser.add_argument("-j", "--workers", default=4, type=int,
