@@ -172,7 +172,8 @@ def resolve_data_path(data_path, test_only=False):
             utils.print_main(f"no --data-path: extracting the bundled lite data into {REPO_ROOT / 'lite_data'}")
         return Path(extract_lite_data(LITE_DATA_TAR, REPO_ROOT))
     if not Path(data_path).is_dir():
-        raise SystemExit(f"error: --data-path {data_path}: no such directory")
+        problem = "not a directory" if Path(data_path).exists() else "no such directory"
+        raise SystemExit(f"error: --data-path {data_path}: {problem}")
     for split in ("val",) if test_only else ("train", "val"):
         if split_source(data_path, split) is None:
             raise SystemExit(f"error: --data-path {data_path}: expected {split}/ class folders or a {split}_list.txt, "
