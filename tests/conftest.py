@@ -53,7 +53,8 @@ def trained_run(lite_data, tmp_path_factory):
 def quick_start(tmp_path_factory):
     """The README's quick start as written (no --data-path; default workers, shared memory
     and crop sizes), run in a copy of the repository's files so that the lite_data/ and
-    output/ it makes land there. Returns (copy, completed process, metrics.jsonl text)."""
+    output/ it makes land there. Returns (copy, completed process, metrics.jsonl text, the
+    names in output/); of the checkpoints (230 MB each) only latest.pdparams is kept."""
     repo = tmp_path_factory.mktemp("quick_start") / "repo"
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
                             capture_output=True, check=True).stdout.decode().split("\0")
@@ -63,7 +64,11 @@ def quick_start(tmp_path_factory):
             shutil.copy2(REPO_ROOT / name, repo / name)
     result = run_script("train.py", "--epochs", "1", "-b", "8", "--print-freq", "1", "--device", "cpu",
                         "--output-dir", "output", cwd=repo)
-    return repo, result, (repo / "output" / "metrics.jsonl").read_text()
+    written = sorted(path.name for path in (repo / "output").iterdir())
+    for path in (repo / "output").glob("*.pd*"):
+        if path.name != "latest.pdparams":
+            path.unlink()
+    return repo, result, (repo / "output" / "metrics.jsonl").read_text(), written
 
 
 class SlowScalar:
