@@ -17,7 +17,7 @@ import paddle
 
 import utils
 from paddlevision import checkpoint
-from paddlevision.datasets import ImageFolder, ListDataset, collate_skip_bad, extract_lite_data, make_loader
+from paddlevision.datasets import ImageFolder, ImageLoader, ListDataset, extract_lite_data
 from paddlevision.image import ImageDecodeError
 from paddlevision.models import get_model, list_models
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
@@ -35,8 +35,8 @@ def resolve_amp_dtype(args):
         return None
     if args.device.startswith("gpu"):
         return "float16"
-    raise SystemExit("--amp: Paddle's dygraph mixed precision has no effect on CPU (auto_cast runs float32 there); "
-                     "train without --amp, or use a GPU")
+    raise SystemExit("error: --amp: Paddle's dygraph mixed precision has no effect on CPU (auto_cast runs float32 "
+                     "there); train without --amp, or use a GPU")
 
 
 def forward_loss(model, criterion, image, target, amp_dtype=None):
@@ -64,16 +64,10 @@ def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_d
     summed over the window between two log lines, so the host waits for the device only
     when it prints."""
     model.train()
-    window = {"loss": 0.0, "correct1": 0.0, "correct5": 0.0, "samples": 0, "steps": 0, "reader": 0.0, "batch": 0.0}
-    skipped = paddle.zeros([], dtype="int64")
-    num_steps = len(data_loader)
-    end = time.time()
-    for step, (image, target, num_skipped) in enumerate(data_loader):
-        reader_cost = time.time() - end
-        skipped += num_skipped
-        if target.shape[0] == 0:
-            end = time.time()
-            continue
+    window = new_window()
+    end = window_start = time.time()
+    for step, (image, target) in enumerate(data_loader):
+        window["reader"] += time.time() - end
         output, loss = forward_loss(model, criterion, image, target, amp_dtype)
         optimizer_step(loss, optimizer, scaler)
 
@@ -84,28 +78,34 @@ def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_d
         window["correct5"] = window["correct5"] + correct5
         window["samples"] += batch_size
         window["steps"] += 1
-        window["reader"] += reader_cost
-        window["batch"] += time.time() - end
-
-        if step % args.print_freq == 0 or step == num_steps - 1:
-            log_train_window(window, epoch, step, optimizer.get_lr(), metrics)
-            window = dict.fromkeys(window, 0)
+        if step % args.print_freq == 0:
+            log_train_window(window, window_start, epoch, step, optimizer.get_lr(), metrics)
+            window = new_window()
+            window_start = time.time()
         end = time.time()
-    if int(skipped):
-        utils.print_main(f"[Epoch {epoch}] skipped {int(skipped)} unreadable training images (--skip-bad-images)")
+    if window["steps"]:
+        log_train_window(window, window_start, epoch, step, optimizer.get_lr(), metrics)
 
 
-def log_train_window(window, epoch, step, lr, metrics):
+def new_window():
+    return {"loss": 0.0, "correct1": 0.0, "correct5": 0.0, "samples": 0, "steps": 0, "reader": 0.0}
+
+
+def log_train_window(window, window_start, epoch, step, lr, metrics):
     samples, steps = window["samples"], window["steps"]
+    # float() waits for the device to finish the window's steps; the window's time is taken
+    # after it, so that the logged throughput counts the device's work, not only its queueing.
+    sums = {name: float(window[name]) for name in ("loss", "correct1", "correct5")}
+    elapsed = time.time() - window_start
     record = {
-        "top1": float(window["correct1"]) / samples,
-        "top5": float(window["correct5"]) / samples,
+        "top1": sums["correct1"] / samples,
+        "top5": sums["correct5"] / samples,
         "lr": lr,
-        "loss": float(window["loss"]) / samples,
+        "loss": sums["loss"] / samples,
         "avg_reader_cost": window["reader"] / steps,
-        "avg_batch_cost": window["batch"] / steps,
+        "avg_batch_cost": elapsed / steps,
         "avg_samples": samples / steps,
-        "avg_ips": samples / window["batch"],
+        "avg_ips": samples / elapsed,
     }
     utils.print_main(
         f"[Epoch {epoch}, iter: {step}] top1: {record['top1']:.5f}, top5: {record['top5']:.5f}, "
@@ -117,16 +117,14 @@ def log_train_window(window, epoch, step, lr, metrics):
 
 
 @paddle.no_grad()
-def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics=None):
+def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics=None, weights=None):
     """Evaluate this process's shard, then sum the counts over all processes: the result
-    equals a single-process evaluation of the whole set."""
+    equals a single-process evaluation of the whole set. The metrics record of a training's
+    evaluation names its ``epoch``, that of ``--test-only`` the ``weights`` evaluated."""
     model.eval()
     metric_logger = utils.MetricLogger(delimiter="  ")
-    totals = {name: paddle.zeros([], dtype="float64") for name in ("loss", "correct1", "correct5", "samples", "skipped")}
-    for image, target, num_skipped in metric_logger.log_every(data_loader, args.print_freq, "Test:"):
-        totals["skipped"] += num_skipped.astype("float64")
-        if target.shape[0] == 0:
-            continue
+    totals = {name: paddle.zeros([], dtype="float64") for name in ("loss", "correct1", "correct5", "samples")}
+    for image, target in metric_logger.log_every(data_loader, args.print_freq, "Test:"):
         with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
             output = model(image)
         output = output.astype("float32")
@@ -139,16 +137,23 @@ def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics
         totals["correct5"] += correct5.astype("float64")
         totals["samples"] += batch_size
 
-    loss_sum, correct1, correct5, samples, skipped = utils.reduce_across_processes(list(totals.values()))
+    loss_sum, correct1, correct5, samples = utils.reduce_across_processes(list(totals.values()))
     if samples == 0:
-        raise SystemExit("evaluation saw no readable image")
+        raise SystemExit("error: evaluation saw no readable image")
     acc1, acc5, loss = correct1 / samples, correct5 / samples, loss_sum / samples
-    if skipped:
-        utils.print_main(f"Test: skipped {int(skipped)} unreadable images (--skip-bad-images)")
     utils.print_main(f" * Acc@1 {acc1:.3f} Acc@5 {acc5:.3f}")
     if metrics is not None:
-        metrics.write(type="eval", epoch=epoch, loss=loss, top1=acc1, top5=acc5, num_samples=int(samples))
+        metrics.write(type="eval", epoch=epoch, loss=loss, top1=acc1, top5=acc5, num_samples=int(samples),
+                      **({"weights": weights} if weights else {}))
     return acc1, acc5, loss
+
+
+def report_skipped(data_loader, what):
+    """Say how many unreadable images the last pass over ``data_loader`` skipped, summed
+    over all processes."""
+    skipped = int(utils.reduce_across_processes([data_loader.num_skipped])[0])
+    if skipped:
+        utils.print_main(f"{what}: skipped {skipped} unreadable images (--skip-bad-images)")
 
 
 def split_source(data_path, split):
@@ -163,52 +168,54 @@ def split_source(data_path, split):
 
 def resolve_data_path(data_path, test_only=False):
     if data_path is None:
+        if not (REPO_ROOT / "lite_data").is_dir():
+            utils.print_main(f"no --data-path: extracting the bundled lite data into {REPO_ROOT / 'lite_data'}")
         return Path(extract_lite_data(LITE_DATA_TAR, REPO_ROOT))
+    if not Path(data_path).is_dir():
+        problem = "not a directory" if Path(data_path).exists() else "no such directory"
+        raise SystemExit(f"error: --data-path {data_path}: {problem}")
     for split in ("val",) if test_only else ("train", "val"):
         if split_source(data_path, split) is None:
-            raise SystemExit(f"--data-path {data_path}: expected {split}/ class folders or a {split}_list.txt, "
+            raise SystemExit(f"error: --data-path {data_path}: expected {split}/ class folders or a {split}_list.txt, "
                              "found neither")
     return Path(data_path)
 
 
-def make_dataset(data_path, split, transform, args, seed=None):
+def make_dataset(data_path, split, transform, seed=None):
     source = split_source(data_path, split)
     if source.is_file():
-        return ListDataset(data_path, source, transform, skip_bad_images=args.skip_bad_images, seed=seed)
-    return ImageFolder(source, transform, skip_bad_images=args.skip_bad_images, seed=seed)
+        return ListDataset(data_path, source, transform, seed=seed)
+    return ImageFolder(source, transform, seed=seed)
 
 
 def load_data(data_path, args):
     eval_transform = ClassificationPresetEval(crop_size=args.val_crop_size, resize_size=args.val_resize_size)
-    dataset_test = make_dataset(data_path, "val", eval_transform, args)
+    dataset_test = make_dataset(data_path, "val", eval_transform)
     if args.test_only:
         return None, dataset_test
     train_transform = ClassificationPresetTrain(
         crop_size=args.train_crop_size, auto_augment_policy=args.auto_augment, random_erase_prob=args.random_erase
     )
-    dataset = make_dataset(data_path, "train", train_transform, args, seed=args.seed)
+    dataset = make_dataset(data_path, "train", train_transform, seed=args.seed)
     shorter, longer = sorted((dataset.classes, dataset_test.classes), key=len)
     # A list file's classes are its labels, so val may simply not reach the highest one.
     if longer[: len(shorter)] != shorter or isinstance(dataset, ImageFolder) and shorter != longer:
-        raise SystemExit(f"the train and val splits under {data_path} have different classes")
+        raise SystemExit(f"error: the train and val splits under {data_path} have different classes")
     return dataset, dataset_test
 
 
 def make_loaders(dataset, dataset_test, args):
-    # Paddle's shared-memory transport cannot carry the empty arrays of a batch whose
-    # images were all unreadable, so skipping bad images turns it off.
-    options = {"collate_fn": collate_skip_bad, "num_workers": args.workers,
-               "use_shared_memory": not args.skip_bad_images}
+    options = {"num_workers": args.workers, "skip_bad_images": args.skip_bad_images}
     test_sampler = paddle.io.BatchSampler(
         sampler=utils.ShardedEvalSampler(dataset_test), batch_size=args.batch_size, drop_last=False
     )
-    loader_test = make_loader(dataset_test, test_sampler, **options)
+    loader_test = ImageLoader(dataset_test, test_sampler, **options)
     if dataset is None:
         return None, None, loader_test
     # Rank r takes the r-th slice of every global batch, so the global batches, and with
     # them the averaged gradients, are those of one process with world_size * batch_size.
     train_sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=args.batch_size, shuffle=True)
-    return train_sampler, make_loader(dataset, train_sampler, **options), loader_test
+    return train_sampler, ImageLoader(dataset, train_sampler, **options), loader_test
 
 
 def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, is_best):
@@ -241,7 +248,8 @@ def main(args):
     class_names = max((d.classes for d in (dataset, dataset_test) if d is not None), key=len)
     num_classes = args.num_classes or len(class_names)
     if num_classes < len(class_names):
-        raise SystemExit(f"--num-classes {num_classes} is smaller than the {len(class_names)} class folders in {data_path}")
+        raise SystemExit(f"error: --num-classes {num_classes} is smaller than the {len(class_names)} class folders "
+                         f"in {data_path}")
 
     model = get_model(args.model, num_classes=num_classes, dropout=args.dropout)
     meta = {"model": args.model, "num_classes": num_classes, "class_names": list(class_names)}
@@ -250,14 +258,19 @@ def main(args):
         # such weights would measure a random head.
         checkpoint.load_pretrained(model, args.pretrained, allow_head_mismatch=not args.test_only)
     criterion = paddle.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    # An evaluation adds its record to the training's, so that both stay; a new training starts afresh.
     metrics = utils.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl") if args.output_dir else None,
-                                  append=bool(args.resume))
+                                  append=bool(args.resume) or args.test_only)
 
     if args.test_only:
+        weights = args.pretrained
         if args.resume:
-            state_dict, _ = checkpoint.read_weights(checkpoint.resolve_resume_prefix(args.resume) + ".pdparams")
+            weights = checkpoint.resolve_resume_prefix(args.resume) + ".pdparams"
+            state_dict, _ = checkpoint.read_weights(weights)
             checkpoint.load_state_dict_checked(model, state_dict, source=args.resume)
-        evaluate(model, criterion, data_loader_test, args, amp_dtype, metrics=metrics)
+        evaluate(model, criterion, data_loader_test, args, amp_dtype, metrics=metrics,
+                 weights=str(weights) if weights else None)
+        report_skipped(data_loader_test, "Test")
         metrics.close()
         return
 
@@ -284,8 +297,10 @@ def main(args):
         train_sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics)
+        report_skipped(data_loader, f"[Epoch {epoch}] training")
         lr_scheduler.step()
         acc1, _, _ = evaluate(model, criterion, data_loader_test, args, amp_dtype, epoch=epoch, metrics=metrics)
+        report_skipped(data_loader_test, "Test")
         is_best = acc1 > best_acc1
         best_acc1 = max(best_acc1, acc1)
         if args.output_dir:
@@ -302,10 +317,14 @@ def get_args_parser(add_help=True):
                              "train_list.txt and val_list.txt (default: the bundled lite data, extracted from "
                              "test_images/lite_data.tar on first use)")
     parser.add_argument("--model", default="alexnet", choices=list_models(), help="model name")
-    parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when available, else cpu)")
+    parser.add_argument("--device", default=None,
+                        help="gpu, gpu:N or cpu (default: gpu when available, else cpu); under "
+                             "paddle.distributed.launch, gpu is each process's card (choose them with --gpus)")
     parser.add_argument("-b", "--batch-size", default=32, type=int, help="images per device per step")
     parser.add_argument("--epochs", default=90, type=int, help="number of total epochs to run")
-    parser.add_argument("-j", "--workers", default=4, type=int, help="data loading worker processes per device")
+    parser.add_argument("-j", "--workers", default=4, type=int,
+                        help="data loading worker processes per device; 0 reads in the main process, a batch at a "
+                             "time with no prefetch (for debugging: on GPU each batch is then copied synchronously)")
     parser.add_argument("--opt", default="sgd", choices=OPTIMIZERS, help="optimizer")
     parser.add_argument("--lr", default=0.01, type=float,
                         help="initial learning rate, for the global batch (scale it linearly: 0.01 at 256 images)")

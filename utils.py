@@ -83,12 +83,16 @@ class MetricLogger:
         for i, obj in enumerate(iterable):
             data_time.update(time.time() - end)
             yield obj
+            printing = i % print_freq == 0 or i == total - 1
+            # Converting the meters to text waits for the device; the step's time is taken
+            # after that, so that it counts the device's work, not only its queueing.
+            meters = str(self) if printing else None
             iter_time.update(time.time() - end)
-            if i % print_freq == 0 or i == total - 1:
+            if printing:
                 eta = datetime.timedelta(seconds=int(iter_time.global_avg * (total - i - 1)))
                 print_main(
                     self.delimiter.join(
-                        [header, f"[{i:>{width}}/{total}]", f"eta: {eta}", str(self), f"time: {iter_time}",
+                        [header, f"[{i:>{width}}/{total}]", f"eta: {eta}", meters, f"time: {iter_time}",
                          f"data: {data_time}"]
                     )
                 )
@@ -120,12 +124,33 @@ def default_device():
     return "gpu" if gpu_available() else "cpu"
 
 
+def device_for_process(device, world_size, launcher_gpus=None):
+    """The device this process should set for ``--device``, given the number of processes
+    and the cards ``paddle.distributed.launch`` selected for it (``FLAGS_selected_gpus``).
+
+    Paddle maps plain ``gpu`` to the launcher's card, but ``gpu:N`` to card N in every
+    process, which would put all ranks on one card: with several processes, ``gpu:N`` is
+    accepted only when N is this process's card, and refused otherwise.
+    """
+    if world_size > 1 and device.startswith("gpu:"):
+        card = device.split(":", 1)[1]
+        if launcher_gpus is None or card != launcher_gpus.split(",")[0]:
+            raise ValueError(f"--device {device}: under paddle.distributed.launch every process would use card "
+                             f"{card}; choose the cards with the launcher's --gpus and pass --device gpu")
+        return "gpu"
+    return device
+
+
 def setup_device(device=None):
-    """Select ``device`` (``gpu``/``cpu``; ``None`` picks gpu when there is one). Under
-    ``paddle.distributed.launch`` Paddle maps ``gpu`` to this process's card."""
+    """Select ``device`` (``gpu``/``cpu``/``gpu:N``; ``None`` picks gpu when there is one).
+    Under ``paddle.distributed.launch`` ``gpu`` is this process's card."""
     device = device or default_device()
+    try:
+        device = device_for_process(device, get_world_size(), os.environ.get("FLAGS_selected_gpus"))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
     if device.startswith("gpu") and default_device() != "gpu":
-        raise SystemExit(f"--device {device}: this Paddle build has no usable GPU "
+        raise SystemExit(f"error: --device {device}: this Paddle build has no usable GPU "
                          f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use --device cpu")
     paddle.set_device(device)
     if device == "cpu":
@@ -228,8 +253,8 @@ def set_seed(seed):
 
 class MetricsWriter:
     """Writes one JSON object per line to ``path`` (main process only), flushing each
-    record so a crashed run keeps everything logged before the crash. A new run starts
-    the file afresh; a resumed one (``append``) continues it."""
+    record so a crashed run keeps everything logged before the crash. Without ``append``
+    the file is started afresh."""
 
     def __init__(self, path, append=False):
         self.path = path

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -103,21 +104,33 @@ def cache_dir():
     return Path(home) / "weights"
 
 
+# torchvision names its published weights after the first hex digits of their sha256
+# (alexnet-owt-7be5be79.pth) and checks downloads against them (torch.hub's HASH_REGEX).
+# At least 8 digits here, so that a version number such as resnet-50 is not taken for one.
+_HASH_PREFIX_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
+
+
 def download(url, sha256=None, directory=None):
     """Download ``url`` once into the cache and return the local path.
 
-    The file is written under a temporary name and renamed only after its checksum (when
-    known) matched, so the cache never holds a partial or wrong file. A cached file is
-    re-verified against ``sha256`` on every call.
+    The download is verified against ``sha256``, or else against the sha256 prefix that
+    the file name carries in torchvision's convention (``name-<hex digits>.ext``). The file
+    is written under a temporary name and renamed only after it matched, so the cache
+    never holds a partial or wrong file. A cached file is re-verified on every call.
     """
     directory = Path(directory) if directory else cache_dir()
     name = os.path.basename(urllib.parse.urlparse(url).path) or "weights.pdparams"
-    if sha256 is None:
+    if sha256:
+        expected = sha256.lower()
+    else:
+        match = _HASH_PREFIX_IN_NAME.search(name)
+        expected = match.group(1) if match else None
+    if expected is None:
         # Weights are pickles: an unverified download is trusted code. Say so.
         logger.warning("no sha256 known for %s: the download cannot be verified (pass one where you have it)", url)
     target = directory / name
     if target.exists():
-        if sha256 is None or sha256sum(target) == sha256.lower():
+        if expected is None or sha256sum(target).startswith(expected):
             return target
         logger.warning("cached %s does not match its sha256; downloading it again", target)
     directory.mkdir(parents=True, exist_ok=True)
@@ -125,10 +138,11 @@ def download(url, sha256=None, directory=None):
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
-        if sha256 is not None:
+        if expected is not None:
             actual = sha256sum(tmp)
-            if actual != sha256.lower():
-                raise CheckpointError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {actual}")
+            if not actual.startswith(expected):
+                what = "sha256" if sha256 else "sha256 starting with"
+                raise CheckpointError(f"checksum mismatch for {url}: expected {what} {expected}, got {actual}")
         os.replace(tmp, target)
     except OSError as err:
         raise CheckpointError(f"cannot download {url}: {err}") from err
@@ -300,23 +314,55 @@ def build_from_checkpoint(source, model_name=None, num_classes=None, sha256=None
 # ----------------------------------------------------------------- training checkpoints
 
 
+def _gpu_index(device):
+    """The card of a ``paddle.get_device()`` string, ``None`` for the CPU."""
+    return int(device.split(":")[1]) if device.startswith("gpu:") else None
+
+
 def rng_state():
-    """This process's Python, numpy and Paddle RNG states, in a form paddle.save keeps."""
+    """This process's Python, numpy and Paddle RNG states, in a form paddle.save keeps.
+
+    Paddle has a generator per device: the CPU's, and one per visible card. The state of
+    the card this process computes on is kept under ``"gpu"``, so that it can be restored
+    on another card, or on a machine with another number of cards.
+    """
     # numpy's key array is uint32, which paddle.load would try (and fail) to turn into a
     # tensor: store it as a list.
     name, keys, pos, has_gauss, cached_gauss = np.random.get_state()
-    return {
+    state = {
         "python": random.getstate(),
         "numpy": (name, keys.tolist(), pos, has_gauss, cached_gauss),
-        "paddle": paddle.get_rng_state(),
+        "cpu": paddle.get_rng_state("cpu")[0],
     }
+    card = _gpu_index(paddle.get_device())
+    if card is not None:
+        state["gpu"] = paddle.get_cuda_rng_state()[card]
+    return state
 
 
 def _set_rng_state(state):
+    """Restore what ``state`` holds for this process's devices; return a description of
+    what it could not restore (``None`` when everything was)."""
     random.setstate(state["python"])
     name, keys, pos, has_gauss, cached_gauss = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gauss))
-    paddle.set_rng_state(state["paddle"])
+    if "paddle" in state:  # the format before the device kind was recorded
+        try:
+            paddle.set_rng_state(state["paddle"])
+        except ValueError:
+            return (f"the Paddle generators: saved for {len(state['paddle'])} device(s), "
+                    f"not the {paddle.get_device()} generators of this run")
+        return None
+    paddle.set_rng_state([state["cpu"]], "cpu")
+    card = _gpu_index(paddle.get_device())
+    if card is None:
+        return "the GPU generator (this run is on the CPU)" if "gpu" in state else None
+    if "gpu" not in state:
+        return "the GPU generator (the checkpoint was saved on the CPU)"
+    gpu_states = paddle.get_cuda_rng_state()
+    gpu_states[card] = state["gpu"]
+    paddle.set_cuda_rng_state(gpu_states)
+    return None
 
 
 def save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args=None, scaler=None, meta=None,
@@ -355,7 +401,8 @@ def resolve_resume_prefix(resume):
 
 def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None, rank=0):
     """Restore everything :func:`save_training_checkpoint` wrote, with the RNG states of
-    ``rank`` (rank 0's when the checkpoint has fewer ranks); returns ``(next_epoch, meta)``."""
+    ``rank`` where they fit this process's devices (a warning says what did not); returns
+    ``(next_epoch, meta)``."""
     prefix = resolve_resume_prefix(resume)
     state_dict, meta = read_weights(f"{prefix}.pdparams")
     try:
@@ -376,5 +423,12 @@ def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None
     if scaler is not None and "scaler" in training_state:
         scaler.load_state_dict(training_state["scaler"])
     rng_states = training_state["rng"]
-    _set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+    if rank < len(rng_states):
+        not_restored = _set_rng_state(rng_states[rank])
+    else:
+        not_restored = (f"any generator (the checkpoint holds the states of {len(rng_states)} processes, "
+                        f"not rank {rank}'s)")
+    if not_restored:
+        logger.warning("%s: random state of %s not restored; random draws (dropout) continue from a fresh state",
+                       prefix, not_restored)
     return training_state["epoch"] + 1, meta

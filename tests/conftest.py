@@ -1,6 +1,8 @@
 import os
+import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -45,6 +47,48 @@ def trained_run(lite_data, tmp_path_factory):
         "--output-dir", out, "-j", "0", "--seed", "0", *FAST_SIZES,
     )
     return out, result
+
+
+@pytest.fixture(scope="session")
+def quick_start(tmp_path_factory):
+    """The README's quick start as written (no --data-path; default workers, shared memory
+    and crop sizes), run in a copy of the repository's files so that the lite_data/ and
+    output/ it makes land there. Returns (copy, completed process, metrics.jsonl text, the
+    names in output/); of the checkpoints (230 MB each) only latest.pdparams is kept."""
+    repo = tmp_path_factory.mktemp("quick_start") / "repo"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (REPO_ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, repo / name)
+    result = run_script("train.py", "--epochs", "1", "-b", "8", "--print-freq", "1", "--device", "cpu",
+                        "--output-dir", "output", cwd=repo)
+    written = sorted(path.name for path in (repo / "output").iterdir())
+    for path in (repo / "output").glob("*.pd*"):
+        if path.name != "latest.pdparams":
+            path.unlink()
+    return repo, result, (repo / "output" / "metrics.jsonl").read_text(), written
+
+
+class SlowScalar:
+    """A device value whose float() waits, as a GPU that is still computing makes the host
+    wait; adding and scaling it does not wait, as on a device."""
+
+    def __init__(self, value, delay):
+        self.value, self.delay = value, delay
+
+    def __add__(self, other):
+        return SlowScalar(self.value + (other.value if isinstance(other, SlowScalar) else other), self.delay)
+
+    __radd__ = __add__
+
+    def __mul__(self, factor):
+        return SlowScalar(self.value * factor, self.delay)
+
+    def __float__(self):
+        time.sleep(self.delay)
+        return float(self.value)
 
 
 def make_image(width, height, seed=0):

@@ -118,6 +118,27 @@ def test_download_with_wrong_checksum_is_rejected_and_not_cached(http_dir, tmp_p
     assert list((tmp_path / "home" / "weights").iterdir()) == []
 
 
+def test_download_checks_the_sha256_prefix_in_the_file_name(http_dir, tmp_path, monkeypatch, caplog):
+    """torchvision's convention: alexnet-owt-7be5be79.pth carries its sha256's first digits."""
+    monkeypatch.setenv("PADDLEVISION_HOME", str(tmp_path / "home"))
+    root, base_url = http_dir
+    source = TinyNet()
+    paddle.save(source.state_dict(), str(root / "tiny.pdparams"))
+    digest = hashlib.sha256((root / "tiny.pdparams").read_bytes()).hexdigest()
+    os.replace(root / "tiny.pdparams", root / f"tiny-{digest[:8]}.pdparams")
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
+    (root / f"tiny-{wrong}.pdparams").write_bytes((root / f"tiny-{digest[:8]}.pdparams").read_bytes())
+
+    target = TinyNet()
+    with caplog.at_level(logging.WARNING):
+        checkpoint.load_pretrained(target, f"{base_url}/tiny-{digest[:8]}.pdparams")
+    assert_same_weights(source, target)
+    assert "cannot be verified" not in caplog.text
+    with pytest.raises(CheckpointError, match=f"expected sha256 starting with {wrong}, got {digest}"):
+        checkpoint.resolve_weights(f"{base_url}/tiny-{wrong}.pdparams")
+    assert [p.name for p in (tmp_path / "home" / "weights").iterdir()] == [f"tiny-{digest[:8]}.pdparams"]
+
+
 def test_download_error_names_the_url(http_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLEVISION_HOME", str(tmp_path / "home"))
     _, base_url = http_dir
@@ -161,6 +182,81 @@ def test_training_checkpoint_round_trip(tmp_path):
     assert_same_weights(model, restored)
     # The RNG state was restored to the moment of saving.
     np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected_draw)
+
+
+def _checkpoint_with_rng(tmp_path, edit_rng):
+    """A checkpoint saved here (CPU, one process) whose RNG entry ``edit_rng`` rewrites as
+    another run would have written it; returns its prefix and the draw that its CPU state
+    gives next."""
+    model = TinyNet()
+    optimizer, scheduler = _training_objects(model)
+    prefix = str(tmp_path / "ck")
+    checkpoint.save_training_checkpoint(prefix, model, optimizer, scheduler, epoch=0)
+    expected_draw = paddle.rand([3]).numpy()
+    state = paddle.load(prefix + ".pdopt")
+    state["rng"] = edit_rng(state["rng"])
+    paddle.save(state, prefix + ".pdopt")
+    paddle.seed(12345)  # move away from the saved state
+    return prefix, expected_draw
+
+
+def _resume(prefix, rank=0):
+    model = TinyNet()
+    return checkpoint.load_training_checkpoint(prefix, model, *_training_objects(model), rank=rank)
+
+
+def test_resume_on_cpu_from_a_gpu_run(tmp_path, caplog):
+    """The state of the GPU generator is ignored on a CPU, with one warning saying so; the
+    CPU's (and Python's and numpy's) are restored."""
+    def as_gpu_run(rng):
+        rng[0]["gpu"] = rng[0]["cpu"]  # any GeneratorState: this one plays the card's
+        return rng
+
+    prefix, expected_draw = _checkpoint_with_rng(tmp_path, as_gpu_run)
+    with caplog.at_level(logging.WARNING):
+        _resume(prefix)
+    assert caplog.text.count("not restored") == 1 and "the GPU generator (this run is on the CPU)" in caplog.text
+    np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected_draw)
+
+
+def test_resume_with_paddle_states_of_another_length(tmp_path, caplog):
+    """A checkpoint of the previous format, written by a 4-GPU process (one state per
+    card): paddle.set_rng_state refuses it on this device, which is said, not raised."""
+    def as_four_card_run(rng):
+        rng[0]["paddle"] = [rng[0].pop("cpu")] * 4
+        return rng
+
+    prefix, _ = _checkpoint_with_rng(tmp_path, as_four_card_run)
+    with caplog.at_level(logging.WARNING):
+        assert _resume(prefix)[0] == 1
+    assert caplog.text.count("not restored") == 1 and "saved for 4 device(s)" in caplog.text
+
+
+def test_resume_with_more_processes_than_saved(tmp_path, caplog):
+    prefix, _ = _checkpoint_with_rng(tmp_path, lambda rng: rng)
+    with caplog.at_level(logging.WARNING):
+        _resume(prefix, rank=1)
+    assert "holds the states of 1 processes, not rank 1's" in caplog.text
+
+
+def test_gpu_generator_of_this_process_card_is_saved_and_restored(monkeypatch):
+    """On card 1 of two, the state of card 1's generator is saved, and restored onto
+    whichever card the resuming process uses; the other card's is left alone. Paddle's CUDA
+    calls are stood in for, as this machine has no GPU."""
+    cards = {"states": ["card0", "card1"]}
+    monkeypatch.setattr(paddle, "get_cuda_rng_state", lambda: list(cards["states"]))
+    monkeypatch.setattr(paddle, "set_cuda_rng_state", lambda states: cards.update(states=list(states)))
+    monkeypatch.setattr(paddle, "get_device", lambda: "gpu:1")
+    state = checkpoint.rng_state()
+    assert state["gpu"] == "card1"
+
+    for device, restored in (("gpu:1", ["fresh0", "card1"]), ("gpu:0", ["card1", "fresh1"])):
+        cards["states"] = ["fresh0", "fresh1"]
+        monkeypatch.setattr(paddle, "get_device", lambda: device)
+        assert checkpoint._set_rng_state(state) is None
+        assert cards["states"] == restored
+    del state["gpu"]
+    assert checkpoint._set_rng_state(state) == "the GPU generator (the checkpoint was saved on the CPU)"
 
 
 def test_resume_detects_mismatched_pair(tmp_path):

@@ -1,4 +1,3 @@
-import logging
 import os
 import pathlib
 import random
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddlevision.datasets import ImageFolder, ListDataset, collate_skip_bad, extract_lite_data
+from paddlevision.datasets import ImageFolder, ListDataset, extract_lite_data
 from paddlevision.image import ImageDecodeError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -128,33 +127,6 @@ def test_corrupt_image_error_names_the_file(tree_with_corrupt_image):
     index = [os.path.basename(path) for path, _ in dataset.samples].index("corrupt.jpg")
     with pytest.raises(ImageDecodeError, match="corrupt.jpg"):
         dataset[index]
-
-
-def test_skip_bad_images_and_collate(tree_with_corrupt_image, caplog):
-    dataset = ImageFolder(tree_with_corrupt_image, transform=to_array, skip_bad_images=True)
-    with caplog.at_level(logging.WARNING):
-        items = [dataset[i] for i in range(len(dataset))]
-    assert sum(item is None for item in items) == 1
-    assert "corrupt.jpg" in caplog.text
-
-    images, labels, num_skipped = collate_skip_bad(items)
-    assert images.shape == (1, 3, 10, 12) and images.dtype == np.float32
-    assert labels.tolist() == [0] and labels.dtype == np.int64
-    assert int(num_skipped) == 1 and num_skipped.dtype == np.int64
-
-    images, labels, num_skipped = collate_skip_bad([None, None])
-    assert images.shape == (0,) and images.dtype == np.float32
-    assert labels.shape == (0,) and labels.dtype == np.int64
-    assert int(num_skipped) == 2
-
-
-def test_collate_works_as_paddle_collate_fn(tree_with_corrupt_image):
-    from paddle.io import DataLoader
-
-    dataset = ImageFolder(tree_with_corrupt_image, transform=to_array, skip_bad_images=True)
-    batches = list(DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate_skip_bad))
-    assert sorted(tuple(batch[1].shape) for batch in batches) == [(0,), (1,)]
-    assert sum(int(batch[2]) for batch in batches) == 1
 
 
 def test_seeded_augmentation_depends_only_on_seed_epoch_index(folder_tree):

@@ -10,6 +10,9 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
+
+import utils
 from conftest import FAST_SIZES, REPO_ROOT, run_script
 from paddlevision.models import AlexNet
 
@@ -106,3 +109,32 @@ def test_two_process_resume_equals_uninterrupted_run(lite_data, tmp_path):
     straight, resumed = (weights(tmp_path / run / "latest.pdparams") for run in ("straight", "resumed"))
     for name in straight:
         np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+
+
+@pytest.mark.parametrize(("device", "world_size", "launcher_gpus", "expected"), [
+    ("gpu", 4, "2", "gpu"),      # Paddle maps plain gpu to the launcher's card
+    ("gpu:2", 4, "2", "gpu"),    # the card the launcher gave this process anyway
+    ("gpu:1", 1, None, "gpu:1"),  # one process: any card
+    ("cpu", 2, None, "cpu"),
+])
+def test_device_for_process(device, world_size, launcher_gpus, expected):
+    assert utils.device_for_process(device, world_size, launcher_gpus) == expected
+
+
+@pytest.mark.parametrize("launcher_gpus", ["2", None])
+def test_device_for_process_refuses_one_card_for_all_ranks(launcher_gpus):
+    with pytest.raises(ValueError, match="--device gpu:1: under paddle.distributed.launch every process would use "
+                                         "card 1"):
+        utils.device_for_process("gpu:1", 4, launcher_gpus)
+
+
+def test_launch_refuses_gpu_n(lite_data, tmp_path):
+    """Through the launcher, whose environment says how many processes there are. The
+    launcher stops the other process when the first one exits, maybe before it printed."""
+    result = run_script("-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", tmp_path / "logs",
+                        "train.py", "--device", "gpu:1", "--data-path", lite_data, timeout=300, check=False)
+    assert result.returncode != 0
+    logs = [(tmp_path / "logs" / f"workerlog.{rank}").read_text() for rank in (0, 1)]
+    refusals = [log for log in logs
+                if "error: --device gpu:1: under paddle.distributed.launch every process would use card 1" in log]
+    assert refusals and all("Traceback" not in log for log in refusals)

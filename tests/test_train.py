@@ -1,14 +1,20 @@
 """End-to-end runs of train.py and tools/predict.py on the bundled lite data."""
 
+import argparse
 import json
 import re
 import shutil
+import sys
 
 import numpy as np
 import paddle
 import pytest
+from PIL import Image
 
-from conftest import FAST_SIZES, run_script
+import train
+from conftest import FAST_SIZES, REPO_ROOT, SlowScalar, run_script
+from paddlevision.models import AlexNet
+from presets import ClassificationPresetEval
 
 TRAIN_LINE = re.compile(
     r"^\[Epoch 0, iter: \d+\] top1: \d\.\d{5}, top5: \d\.\d{5}, lr: 0\.01000, loss: \d+\.\d{5}, "
@@ -56,7 +62,18 @@ def test_predict_prints_class_of_demo_image(trained_run):
                         "--device", "cpu", "--topk", "1")
     match = re.fullmatch(r"class_id: (\d), prob: (0\.\d+|1\.0), class_name: (\w+)\n", result.stdout)
     assert match, result.stdout
-    assert match.group(3) == ["astronaut", "cat", "coffee", "rocket"][int(match.group(1))]
+
+    # The model's own answer, from plain paddle calls on the evaluation preset's input.
+    model = AlexNet(num_classes=4)
+    weights = paddle.load(str(out / "latest.pdparams"))
+    weights.pop("__paddlevision_meta__")
+    model.set_state_dict(weights)
+    model.eval()
+    image = ClassificationPresetEval(crop_size=224, resize_size=256)(Image.open(REPO_ROOT / "images" / "demo.jpg"))
+    probs = paddle.nn.functional.softmax(model(paddle.to_tensor(image[None])), axis=-1).numpy()[0]
+    assert int(match.group(1)) == int(np.argmax(probs))
+    assert float(match.group(2)) == pytest.approx(float(probs.max()), rel=1e-5)
+    assert match.group(3) == ["astronaut", "cat", "coffee", "rocket"][int(np.argmax(probs))]
 
 
 def test_predict_errors_name_the_file(trained_run, tmp_path):
@@ -87,23 +104,54 @@ def test_resume_equals_uninterrupted_run(lite_data, tmp_path):
             np.testing.assert_array_equal(value.numpy(), resumed[name].numpy(), err_msg=name)
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_bad_image_named_then_skipped(lite_data, tmp_path, workers):
-    data = tmp_path / "data"
-    shutil.copytree(lite_data, data)
-    (data / "train" / "cat" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    common = ["train.py", "--data-path", data, "--epochs", "1", "-b", "8", "--device", "cpu", "-j", workers,
-              "--output-dir", "", *FAST_SIZES]
-    failed = run_script(*common, check=False)
-    assert failed.returncode != 0 and "corrupt.jpg" in failed.stderr
-    skipped = run_script(*common, "--skip-bad-images")
-    assert "skipped 1 unreadable training images" in skipped.stdout
-    assert SUMMARY.search(skipped.stdout)
+@pytest.fixture
+def data_copy(lite_data, tmp_path):
+    shutil.copytree(lite_data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def corrupt(path):
+    path.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return path
+
+
+def bad_image_line(path):
+    return re.compile(rf"error: cannot decode image {re.escape(str(path))}: .+ "
+                      r"\(--skip-bad-images skips unreadable images\)")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_bad_image_is_one_error_line_with_default_workers(data_copy, split):
+    """Default -j: the unreadable image's line is all of stderr, within the timeout (before
+    the fix: a traceback, then a hang at exit). A bad val image fails --test-only."""
+    bad = corrupt(data_copy / split / "cat" / "corrupt.jpg")
+    mode = ["--epochs", "1"] if split == "train" else ["--test-only"]
+    result = run_script("train.py", "--data-path", data_copy, *mode, "-b", "8", "--device", "cpu", "--output-dir", "",
+                        *FAST_SIZES, check=False, timeout=120)
+    assert result.returncode != 0
+    assert bad_image_line(bad).fullmatch(result.stderr.strip()), result.stderr
+
+
+def test_bad_images_skipped_with_default_workers(data_copy):
+    bad = [corrupt(data_copy / split / "cat" / "corrupt.jpg") for split in ("train", "val")]
+    result = run_script("train.py", "--data-path", data_copy, "--epochs", "1", "-b", "8", "--print-freq", "1",
+                        "--device", "cpu", "--output-dir", "", "--skip-bad-images", *FAST_SIZES, timeout=300)
+    assert "[Epoch 0] training: skipped 1 unreadable images (--skip-bad-images)" in result.stdout
+    assert "Test: skipped 1 unreadable images (--skip-bad-images)" in result.stdout
+    assert all(str(path) in result.stderr for path in bad) and "Traceback" not in result.stderr
+    # 17 images in each split, one of them unreadable: 16 trained on (one step per line) and evaluated.
+    assert sum(float(n) for n in re.findall(r"avg_samples: ([\d.]+)", result.stdout)) == 16
+    assert re.search(r"^Test: Total time", result.stdout, re.M) and SUMMARY.search(result.stdout)
 
 
 def test_bad_data_path_is_named(tmp_path):
     result = run_script("train.py", "--data-path", tmp_path, "--device", "cpu", check=False)
-    assert result.returncode != 0 and "train/" in result.stderr and str(tmp_path) in result.stderr
+    assert result.returncode != 0
+    assert result.stderr.strip() == (f"error: --data-path {tmp_path}: expected train/ class folders or a "
+                                     "train_list.txt, found neither")
+    result = run_script("train.py", "--data-path", tmp_path / "nowhere", "--device", "cpu", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"error: --data-path {tmp_path / 'nowhere'}: no such directory"
 
 
 def test_bad_checkpoints_are_named_without_traceback(lite_data, tmp_path):
@@ -143,3 +191,71 @@ def test_paddleclas_list_files(lite_data, tmp_path):
     # Class names are the lists' labels, not the folder names: the lists were read.
     meta = paddle.load(str(tmp_path / "out" / "latest.pdparams"))["__paddlevision_meta__"]
     assert meta["num_classes"] == 4 and meta["class_names"] == ["0", "1", "2", "3"]
+
+
+def test_quick_start_as_written(quick_start):
+    """README: `python train.py --epochs 1 -b 8 --print-freq 1 --device cpu --output-dir output`,
+    with the default workers (shared memory), crop sizes and data (extracted on first use)."""
+    repo, result, metrics, written = quick_start
+    lines = result.stdout.splitlines()
+    assert lines.count(f"no --data-path: extracting the bundled lite data into {repo / 'lite_data'}") == 1
+    assert "Traceback" not in result.stderr
+    assert len(TRAIN_LINE.findall(result.stdout)) == 2
+    assert len(re.findall(r"^Test:  \[[01]/2\]", result.stdout, re.M)) == 2
+    assert len(SUMMARY.findall(result.stdout)) == 1
+    assert [json.loads(line)["type"] for line in metrics.splitlines()] == ["train", "train", "eval"]
+    assert (repo / "lite_data" / "train" / "cat").is_dir()
+    assert written == ["best_model.pdparams", "latest.pdopt", "latest.pdparams", "metrics.jsonl", "model_0.pdopt",
+                       "model_0.pdparams"]
+
+
+def test_test_only_keeps_the_training_log_and_plots(quick_start):
+    """The README's next steps in the same directory: evaluating the trained weights into the
+    default --output-dir adds its record to metrics.jsonl; the plot still has the training."""
+    repo, _, metrics, _ = quick_start
+    result = run_script("train.py", "--test-only", "--pretrained", "output/latest.pdparams", "--device", "cpu",
+                        cwd=repo)
+    assert "extracting" not in result.stdout  # lite_data/ is reused
+    assert SUMMARY.search(result.stdout)
+    text = (repo / "output" / "metrics.jsonl").read_text()
+    assert text.startswith(metrics)
+    added = [json.loads(line) for line in text[len(metrics):].splitlines()]
+    assert len(added) == 1
+    assert added[0]["type"] == "eval" and added[0]["epoch"] is None and added[0]["num_samples"] == 16
+    assert added[0]["weights"] == "output/latest.pdparams"
+
+    plot = run_script("tools/plot_metrics.py", "output/metrics.jsonl", cwd=repo)
+    assert re.search(r"^--test-only output/latest\.pdparams: top1 \d\.\d{3} top5 \d\.\d{3} loss [\d.]+$",
+                     plot.stdout, re.M)
+    assert (repo / "output" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    import plot_metrics
+
+    train_records, epoch_evals, standalone = plot_metrics.read_records(repo / "output" / "metrics.jsonl")
+    assert (len(train_records), len(epoch_evals), len(standalone)) == (2, 1, 1)
+
+
+def test_logged_throughput_includes_waiting_for_the_device(monkeypatch):
+    """On a GPU, the host queues the step and float() waits for the device at the log step.
+    SlowScalar makes that wait 0.2 s: every logged window must count it."""
+    delay = 0.2
+    monkeypatch.setattr(train.utils, "correct_counts",
+                        lambda output, target, topk: [SlowScalar(1.0, delay) for _ in topk])
+    model = paddle.nn.Linear(4, 3)
+    optimizer = paddle.optimizer.SGD(learning_rate=0.1, parameters=model.parameters())
+    batches = [(paddle.rand([2, 4]), paddle.to_tensor([0, 1])) for _ in range(3)]
+
+    class Records:
+        def __init__(self):
+            self.records = []
+
+        def write(self, **record):
+            self.records.append(record)
+
+    metrics = Records()
+    train.train_one_epoch(model, paddle.nn.CrossEntropyLoss(), optimizer, batches, 0, argparse.Namespace(print_freq=1),
+                          None, None, metrics)
+    assert len(metrics.records) == 3
+    for record in metrics.records:
+        assert record["avg_batch_cost"] >= 2 * delay  # correct1 and correct5 each wait
+        assert record["avg_ips"] <= 2 / (2 * delay)

@@ -1,7 +1,11 @@
+import json
+import re
+
 import numpy as np
 import paddle
 
 import utils
+from conftest import SlowScalar
 
 
 def test_accuracy_and_correct_counts():
@@ -41,9 +45,29 @@ def test_reduce_across_processes_single_process():
     assert utils.reduce_across_processes([1, paddle.to_tensor(2.5)]) == [1.0, 2.5]
 
 
+def test_log_every_time_includes_waiting_for_the_device(capsys):
+    """The printed step time must count the wait in float() (a GPU catching up), 0.2 s here."""
+    logger = utils.MetricLogger(delimiter="  ")
+    for _ in logger.log_every(range(2), 1, "Test:"):
+        logger.update(loss=SlowScalar(1.0, 0.2))
+    times = re.findall(r"  time: ([\d.]+)  ", capsys.readouterr().out)
+    assert len(times) == 2 and all(float(t) >= 0.2 for t in times)
+
+
 def test_metrics_writer(tmp_path):
-    writer = utils.MetricsWriter(str(tmp_path / "sub" / "m.jsonl"))
+    path = tmp_path / "sub" / "m.jsonl"
+    writer = utils.MetricsWriter(str(path))
     writer.write(type="train", loss=1.5)
-    writer.write(type="eval", top1=np.float64(0.5).item())
+    writer.write(type="eval", top1=np.float64(0.5).item(), epoch=None)
     writer.close()
-    assert (tmp_path / "sub" / "m.jsonl").read_text().count("\n") == 2
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"type": "train", "loss": 1.5}, {"type": "eval", "top1": 0.5, "epoch": None}]
+
+    appending = utils.MetricsWriter(str(path), append=True)
+    appending.write(type="eval", weights="w.pdparams")
+    appending.close()
+    assert json.loads(path.read_text().splitlines()[-1]) == {"type": "eval", "weights": "w.pdparams"}
+    assert len(path.read_text().splitlines()) == 3
+
+    utils.MetricsWriter(str(path)).close()  # a new run starts afresh
+    assert path.read_text() == ""

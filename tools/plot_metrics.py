@@ -1,6 +1,9 @@
 """Draw training loss and top-1/top-5 curves from a run's metrics.jsonl into a PNG.
 
     python tools/plot_metrics.py output/metrics.jsonl --out output/metrics.png
+
+Evaluations of ``train.py --test-only`` (records without an epoch) are drawn as points after
+the training curves, and listed on stdout with the weights they evaluated.
 """
 
 import argparse
@@ -15,7 +18,8 @@ import matplotlib.pyplot as plt
 
 
 def read_records(path):
-    train, evals = [], []
+    """``(train, epoch_evals, standalone_evals)`` records of a metrics file."""
+    train, evals, standalone = [], [], []
     with open(path, encoding="utf-8") as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
@@ -23,14 +27,19 @@ def read_records(path):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise SystemExit(f"{path}:{line_number}: not a JSON record ({err.msg})")
-            (train if record.get("type") == "train" else evals).append(record)
-    if not train and not evals:
-        raise SystemExit(f"{path}: no records")
-    return train, evals
+                raise SystemExit(f"error: {path}:{line_number}: not a JSON record ({err.msg})")
+            if record.get("type") == "train":
+                train.append(record)
+            elif record.get("epoch") is None:
+                standalone.append(record)
+            else:
+                evals.append(record)
+    if not (train or evals or standalone):
+        raise SystemExit(f"error: {path}: no records")
+    return train, evals, standalone
 
 
-def plot(train, evals, out):
+def plot(train, evals, standalone, out):
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
     steps = list(range(len(train)))
     loss_axis.plot(steps, [r["loss"] for r in train], label="train loss")
@@ -45,6 +54,12 @@ def plot(train, evals, out):
         loss_axis.plot(xs, [r["loss"] for r in evals], "o-", label="val loss")
         acc_axis.plot(xs, [r["top1"] for r in evals], "o-", label="val top-1")
         acc_axis.plot(xs, [r["top5"] for r in evals], "o-", label="val top-5")
+    if standalone:
+        # --test-only evaluations belong to no epoch: one point each, after the training.
+        xs = [len(train) + i for i in range(len(standalone))]
+        loss_axis.plot(xs, [r["loss"] for r in standalone], "*", markersize=10, label="--test-only loss")
+        acc_axis.plot(xs, [r["top1"] for r in standalone], "*", markersize=10, label="--test-only top-1")
+        acc_axis.plot(xs, [r["top5"] for r in standalone], "*", markersize=10, label="--test-only top-5")
     acc_axis.set_xlabel("logged iteration")
     acc_axis.set_ylabel("accuracy")
     acc_axis.set_ylim(0, 1)
@@ -63,9 +78,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     path = Path(args.metrics)
     if not path.is_file():
-        raise SystemExit(f"metrics file not found: {path}")
+        raise SystemExit(f"error: metrics file not found: {path}")
     out = Path(args.out) if args.out else path.with_suffix(".png")
-    plot(*read_records(path), out)
+    train, evals, standalone = read_records(path)
+    plot(train, evals, standalone, out)
+    for record in standalone:
+        print(f"--test-only {record.get('weights', '(weights not recorded)')}: "
+              f"top1 {record['top1']:.3f} top5 {record['top5']:.3f} loss {record['loss']:.4f}")
     print(f"saved {out}")
 
 

@@ -1,7 +1,6 @@
 """Image classification datasets: a class-per-folder tree and PaddleClas-style list files."""
 
 import hashlib
-import logging
 import os
 import random
 import shutil
@@ -11,11 +10,9 @@ import tempfile
 import numpy as np
 from paddle.io import Dataset
 
-from paddlevision.image import IMG_EXTENSIONS, ImageDecodeError, has_image_extension, load_image
+from paddlevision.image import IMG_EXTENSIONS, has_image_extension, load_image
 
-__all__ = ["ImageFolder", "ListDataset", "collate_skip_bad", "extract_lite_data"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ImageFolder", "ListDataset", "extract_lite_data"]
 
 
 def _seed_global_rngs(seed, epoch, index):
@@ -32,15 +29,14 @@ def _seed_global_rngs(seed, epoch, index):
 
 
 class _ImageSampleDataset(Dataset):
-    """Loading, skipping and seeding shared by :class:`ImageFolder` and :class:`ListDataset`.
+    """Loading and seeding shared by :class:`ImageFolder` and :class:`ListDataset`.
 
     Subclasses set ``samples`` (list of ``(path, label)``), ``classes`` and ``class_to_idx``.
     """
 
-    def __init__(self, transform, skip_bad_images, seed):
+    def __init__(self, transform, seed):
         super().__init__()
         self.transform = transform
-        self.skip_bad_images = skip_bad_images
         self.seed = seed
         self.epoch = 0
 
@@ -56,16 +52,10 @@ class _ImageSampleDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index):
-        """Return ``(transform(image), label)``, or ``None`` for an unreadable image when
-        ``skip_bad_images`` is set (see :func:`collate_skip_bad`)."""
+        """Return ``(transform(image), label)``; an unreadable image raises
+        :class:`~paddlevision.image.ImageDecodeError` naming the file."""
         path, label = self.samples[index]
-        try:
-            image = load_image(path)
-        except ImageDecodeError as exc:
-            if not self.skip_bad_images:
-                raise
-            logger.warning("skipping unreadable image (sample %d): %s", index, exc)
-            return None
+        image = load_image(path)
         if self.seed is not None:
             _seed_global_rngs(self.seed, self.epoch, index)
         if self.transform is not None:
@@ -86,14 +76,12 @@ class ImageFolder(_ImageSampleDataset):
     Args:
         root: the dataset directory.
         transform: callable applied to the RGB ``PIL.Image``.
-        skip_bad_images: return ``None`` for an image that cannot be decoded, and log a
-            warning, instead of raising :class:`~paddlevision.image.ImageDecodeError`.
         seed: if not ``None``, the RNGs are seeded from ``(seed, epoch, index)`` before
             the transform runs, making augmentation reproducible (see ``set_epoch``).
     """
 
-    def __init__(self, root, transform=None, skip_bad_images=False, seed=None):
-        super().__init__(transform, skip_bad_images, seed)
+    def __init__(self, root, transform=None, seed=None):
+        super().__init__(transform, seed)
         self.root = os.fspath(root)
         self.classes = self._find_classes(self.root)
         self.class_to_idx = {name: idx for idx, name in enumerate(self.classes)}
@@ -138,13 +126,13 @@ class ListDataset(_ImageSampleDataset):
     Args:
         root: directory the listed paths are relative to.
         list_file: the list file (e.g. ``train_list.txt``).
-        transform, skip_bad_images, seed: as for :class:`ImageFolder`.
+        transform, seed: as for :class:`ImageFolder`.
         classes: optional class names indexed by label. Without it the names are the
             label numbers as strings, ``"0"`` to ``str(max label)``.
     """
 
-    def __init__(self, root, list_file, transform=None, classes=None, skip_bad_images=False, seed=None):
-        super().__init__(transform, skip_bad_images, seed)
+    def __init__(self, root, list_file, transform=None, classes=None, seed=None):
+        super().__init__(transform, seed)
         self.root = os.fspath(root)
         self.list_file = os.fspath(list_file)
         self.samples = self._parse_list_file(self.root, self.list_file)
@@ -176,27 +164,6 @@ class ListDataset(_ImageSampleDataset):
         if not samples:
             raise ValueError(f"{list_file} lists no images")
         return samples
-
-
-def collate_skip_bad(batch):
-    """DataLoader ``collate_fn`` that drops the ``None`` items of ``skip_bad_images``.
-
-    Returns ``(images, labels, num_skipped)``: images stacked as float32, labels as
-    int64, and the number of dropped items as an int64 0-d array. If every item was bad,
-    ``images`` has shape ``(0,)`` (the image shape is unknown) and ``labels`` shape
-    ``(0,)``; the training loop must skip such a batch (check ``labels.shape[0] == 0``).
-
-    Paddle's multi-process DataLoader cannot pass zero-size arrays through shared
-    memory; with ``num_workers > 0`` use ``use_shared_memory=False`` so that an all-bad
-    batch arrives instead of stopping the loader.
-    """
-    good = [item for item in batch if item is not None]
-    num_skipped = np.array(len(batch) - len(good), dtype=np.int64)
-    if not good:
-        return np.zeros((0,), dtype=np.float32), np.zeros((0,), dtype=np.int64), num_skipped
-    images = np.stack([np.asarray(image, dtype=np.float32) for image, _ in good])
-    labels = np.array([label for _, label in good], dtype=np.int64)
-    return images, labels, num_skipped
 
 
 def extract_lite_data(tar_path, dest_dir):
