@@ -2,10 +2,15 @@
 data, and compare their validation accuracy: the end-to-end check of the reproduction.
 
     python tools/prepare_fashion_mnist.py --output data/fm200 --train-per-class 200 --val-per-class 100 --size 64
-    python benchmarks/convergence.py --data-path data/fm200 --json convergence.json
+    python benchmarks/convergence.py --data-path data/fm200 --seeds 0 1 2 3 4 5 6 7 8 9 --json convergence.json
 
 The defaults (64x64, batch 32, 4 epochs, LR 0.01 dropped 10x after epoch 3) keep each
 framework's run to a few minutes on two CPU cores; docs/alignment.md has the results.
+
+Each seed is a pair of runs that share everything but the framework, so the per-seed
+top-1 differences are paired observations: the summary gives their mean with a 95 %
+Student-t confidence interval, which says how far apart the two implementations may
+really be, beside the spread of single runs.
 
 What is shared, so that only the framework differs:
 
@@ -26,6 +31,8 @@ building the batches is timed separately, once for both.
 
 import argparse
 import json
+import math
+import statistics
 import sys
 import time
 import warnings
@@ -36,8 +43,6 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import numpy as np
 import paddle
-import torch
-import torchvision
 
 import train  # train.py's training step and evaluation, so the Paddle side is exactly train.py's
 import utils
@@ -46,6 +51,12 @@ from paddlevision.datasets import ImageFolder
 from paddlevision.models import AlexNet
 from paddlevision.optim import build_lr_scheduler, build_optimizer
 from paddlevision.transforms import ClassificationPresetEval, ClassificationPresetTrain
+
+try:
+    import torch
+    import torchvision
+except ImportError:  # --help works without the reference; main() says what is missing
+    torch = torchvision = None
 
 
 def make_batches(dataset, indices, batch_size):
@@ -65,7 +76,7 @@ def train_batches(dataset, epoch, batch_size, seed):
 
 
 class PaddleBatches:
-    """The numpy batches as train.py's data loader yields them: ``(image, target, num_skipped)``."""
+    """The numpy batches as train.py's data loader yields them: ``(image, target)`` tensors."""
 
     def __init__(self, batches):
         self.batches = batches
@@ -75,7 +86,7 @@ class PaddleBatches:
 
     def __iter__(self):
         for image, target in self.batches:
-            yield paddle.to_tensor(image), paddle.to_tensor(target), paddle.zeros([], dtype="int64")
+            yield paddle.to_tensor(image), paddle.to_tensor(target)
 
 
 class PaddleRun:
@@ -133,14 +144,14 @@ class TorchRun:
         return correct1 / samples, correct5 / samples
 
 
-def main(args):
-    paddle.set_device("cpu")
+def run_seed(args, seed):
+    """One pair of runs, Paddle and PyTorch, from the weights, batches and augmentation of ``seed``."""
     # Dropout masks (if any) come from each framework's own generator.
-    paddle.seed(args.seed)
-    torch.manual_seed(args.seed)
+    paddle.seed(seed)
+    torch.manual_seed(seed)
     resize_size = round(args.resolution * 256 / 224)  # the recipe's 256/224 ratio
     dataset = ImageFolder(Path(args.data_path) / "train", ClassificationPresetTrain(crop_size=args.resolution),
-                          seed=args.seed)
+                          seed=seed)
     dataset_val = ImageFolder(Path(args.data_path) / "val",
                               ClassificationPresetEval(crop_size=args.resolution, resize_size=resize_size))
     num_classes = len(dataset.classes)
@@ -153,7 +164,7 @@ def main(args):
     history = []
     for epoch in range(args.epochs):
         start = time.perf_counter()
-        batches = train_batches(dataset, epoch, args.batch_size, args.seed)
+        batches = train_batches(dataset, epoch, args.batch_size, seed)
         seconds["data"] += time.perf_counter() - start
         record = {"epoch": epoch}
         for name, run in runs.items():
@@ -166,23 +177,73 @@ def main(args):
 
     final = history[-1]
     result = {
+        "seed": seed,
         "paddle_top1": final["paddle_top1"], "torch_top1": final["torch_top1"],
         "paddle_top5": final["paddle_top5"], "torch_top5": final["torch_top5"],
         "top1_gap_points": round(100 * (final["paddle_top1"] - final["torch_top1"]), 2),
-        "epochs": args.epochs, "train_images": len(dataset), "val_images": len(dataset_val),
-        "num_classes": num_classes, "resolution": args.resolution, "batch_size": args.batch_size, "lr": args.lr,
-        "momentum": args.momentum, "weight_decay": args.weight_decay, "lr_step_size": args.lr_step_size,
-        "lr_gamma": args.lr_gamma, "dropout": args.dropout, "seed": args.seed,
+        "train_images": len(dataset), "val_images": len(dataset_val), "num_classes": num_classes,
         "paddle_seconds": round(seconds["paddle"], 1), "torch_seconds": round(seconds["torch"], 1),
         "data_seconds": round(seconds["data"], 1), "history": history,
+    }
+    print(f"seed {seed}: top-1 paddle {100 * result['paddle_top1']:.2f} torch {100 * result['torch_top1']:.2f} "
+          f"gap {result['top1_gap_points']:+.2f} points", flush=True)
+    return result
+
+
+def student_t_quantile(p, df):
+    """Quantile of Student's t: exact for 1 and 2 degrees of freedom, else from the normal
+    one by the Cornish-Fisher expansion (Abramowitz & Stegun 26.7.5), within 0.2 % of the
+    exact value from 3 degrees of freedom and 0.01 % from 9."""
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = statistics.NormalDist().inv_cdf(p)
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * df**4))
+
+
+def summarize(gaps, confidence=0.95):
+    """Mean of the paired top-1 differences (points) with its Student-t interval."""
+    mean = statistics.fmean(gaps)
+    if len(gaps) < 2:
+        return {"seeds": len(gaps), "mean_gap_points": round(mean, 2)}
+    sd = statistics.stdev(gaps)
+    half_width = student_t_quantile((1 + confidence) / 2, len(gaps) - 1) * sd / len(gaps) ** 0.5
+    return {
+        "seeds": len(gaps), "mean_gap_points": round(mean, 2), "sd_points": round(sd, 2),
+        "confidence": confidence, "ci_points": [round(mean - half_width, 2), round(mean + half_width, 2)],
+        "min_gap_points": min(gaps), "max_gap_points": max(gaps),
+    }
+
+
+def main(args):
+    if torch is None:
+        raise SystemExit("error: benchmarks/convergence.py compares against PyTorch: "
+                         "pip install torch==2.14.1 torchvision==0.29.1")
+    utils.setup_device("cpu")  # Paddle configured as train.py configures itself
+    runs = [run_seed(args, seed) for seed in args.seeds]
+    summary = summarize([run["top1_gap_points"] for run in runs])
+    result = {
+        "summary": summary,
+        "recipe": {
+            "epochs": args.epochs, "resolution": args.resolution, "batch_size": args.batch_size, "lr": args.lr,
+            "momentum": args.momentum, "weight_decay": args.weight_decay, "lr_step_size": args.lr_step_size,
+            "lr_gamma": args.lr_gamma, "label_smoothing": args.label_smoothing, "dropout": args.dropout,
+        },
+        "runs": runs,
         "versions": {"paddle": paddle.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__},
     }
-    print(f"\n{'':8}{'top-1':>8}{'top-5':>8}{'seconds':>9}")
-    for name in runs:
-        print(f"{name:8}{100 * result[f'{name}_top1']:8.2f}{100 * result[f'{name}_top5']:8.2f}"
-              f"{result[f'{name}_seconds']:9.1f}")
-    print(f"top-1 gap (paddle - torch): {result['top1_gap_points']:+.2f} points; "
-          f"{len(dataset)} train / {len(dataset_val)} val images at {args.resolution}px, {args.epochs} epochs")
+    print(f"\n{'seed':>4}{'paddle top-1':>14}{'torch top-1':>13}{'gap':>8}")
+    for run in runs:
+        print(f"{run['seed']:>4}{100 * run['paddle_top1']:14.2f}{100 * run['torch_top1']:13.2f}"
+              f"{run['top1_gap_points']:+8.2f}")
+    line = f"mean gap (paddle - torch) over {summary['seeds']} seed(s): {summary['mean_gap_points']:+.2f} points"
+    if "ci_points" in summary:
+        low, high = summary["ci_points"]
+        line += f", 95% CI [{low:+.2f}, {high:+.2f}], sd {summary['sd_points']:.2f}"
+    print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -201,7 +262,8 @@ def get_args_parser(add_help=True):
     parser.add_argument("--lr-gamma", default=0.1, type=float)
     parser.add_argument("--label-smoothing", default=0.0, type=float)
     parser.add_argument("--dropout", default=0.0, type=float, help="classifier dropout (0: deterministic runs)")
-    parser.add_argument("--seed", default=0, type=int, help="initial weights, shuffling and augmentation")
+    parser.add_argument("--seeds", default=[0], type=int, nargs="+",
+                        help="one pair of runs per seed (initial weights, shuffling and augmentation)")
     parser.add_argument("--print-freq", default=50, type=int, help="Paddle side: log every N steps, as train.py")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     return parser
