@@ -8,19 +8,19 @@ Evaluation only: python train.py --test-only --data-path ./ILSVRC2012 --pretrain
 import argparse
 import os
 import time
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message="No ccache found")  # printed by paddle's import on machines without ccache
+# paddlevision before paddle: the package quiets paddle's import-time warning.
+from paddlevision import checkpoint
+from paddlevision.datasets import ImageFolder, ImageLoader, ListDataset, extract_lite_data
+from paddlevision.device import DeviceError, setup_device
+from paddlevision.image import ImageDecodeError
+from paddlevision.models import get_model, list_models
+from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
 
 import paddle
 
 import utils
-from paddlevision import checkpoint
-from paddlevision.datasets import ImageFolder, ImageLoader, ListDataset, extract_lite_data
-from paddlevision.image import ImageDecodeError
-from paddlevision.models import get_model, list_models
-from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
 from presets import ClassificationPresetEval, ClassificationPresetTrain
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -235,7 +235,7 @@ def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, 
 
 
 def main(args):
-    args.device = utils.setup_device(args.device)
+    args.device = setup_device(args.device)
     utils.init_distributed_mode(args)
     if args.seed is not None:
         utils.set_seed(args.seed + args.rank)
@@ -363,7 +363,7 @@ def get_args_parser(add_help=True):
 if __name__ == "__main__":
     try:
         main(get_args_parser().parse_args())
-    except checkpoint.CheckpointError as err:  # a bad --resume/--pretrained: the message names the file
+    except (checkpoint.CheckpointError, DeviceError) as err:  # the message names the file or flag
         raise SystemExit(f"error: {err}")
     except ImageDecodeError as err:
         raise SystemExit(f"error: {err} (--skip-bad-images skips unreadable images)")

@@ -1,5 +1,5 @@
 """Helpers of the training script, in the shape of torchvision's references/classification
-utils.py: smoothed meters and their logger, top-k accuracy, device and distributed setup,
+utils.py: smoothed meters and their logger, top-k accuracy, distributed setup,
 seeding, and the JSON-lines metrics file."""
 
 import datetime
@@ -13,7 +13,6 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from paddlevision.hardware import cpu_vendor_and_flags, gpu_available, usable_cpu_count
 
 
 class SmoothedValue:
@@ -118,68 +117,6 @@ def accuracy(output, target, topk=(1,)):
 
 
 # ------------------------------------------------------------------ device/distributed
-
-
-def default_device():
-    return "gpu" if gpu_available() else "cpu"
-
-
-def device_for_process(device, world_size, launcher_gpus=None):
-    """The device this process should set for ``--device``, given the number of processes
-    and the cards ``paddle.distributed.launch`` selected for it (``FLAGS_selected_gpus``).
-
-    Paddle maps plain ``gpu`` to the launcher's card, but ``gpu:N`` to card N in every
-    process, which would put all ranks on one card: with several processes, ``gpu:N`` is
-    accepted only when N is this process's card, and refused otherwise.
-    """
-    if world_size > 1 and device.startswith("gpu:"):
-        card = device.split(":", 1)[1]
-        if launcher_gpus is None or card != launcher_gpus.split(",")[0]:
-            raise ValueError(f"--device {device}: under paddle.distributed.launch every process would use card "
-                             f"{card}; choose the cards with the launcher's --gpus and pass --device gpu")
-        return "gpu"
-    return device
-
-
-def setup_device(device=None):
-    """Select ``device`` (``gpu``/``cpu``/``gpu:N``; ``None`` picks gpu when there is one).
-    Under ``paddle.distributed.launch`` ``gpu`` is this process's card."""
-    device = device or default_device()
-    try:
-        device = device_for_process(device, get_world_size(), os.environ.get("FLAGS_selected_gpus"))
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
-    if device.startswith("gpu") and default_device() != "gpu":
-        raise SystemExit(f"error: --device {device}: this Paddle build has no usable GPU "
-                         f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use --device cpu")
-    paddle.set_device(device)
-    if device == "cpu":
-        configure_cpu_math()
-    return device
-
-
-def configure_cpu_math(num_threads=None):
-    """Make Paddle's CPU kernels use this process's share of the cores, at full speed.
-
-    In dygraph, convolutions and matmuls run on Paddle's bundled MKL; oneDNN is used only
-    by static graphs and Paddle Inference. Two defaults make that slow:
-
-    * ``import paddle`` pins ``OMP_NUM_THREADS`` to 1, so MKL runs on one core; the
-      thread count is set here to the usable cores divided among the processes that
-      ``paddle.distributed.launch`` started on this machine.
-    * The bundled MKL picks its generic SSE code path on non-Intel CPUs. On an AMD CPU
-      with AVX2, ``MKL_DEBUG_CPU_TYPE=5`` selects the AVX2 kernels instead (about twice
-      as fast for AlexNet's convolutions on an EPYC). MKL reads it at its first call, so
-      this must run before any computation; a value already in the environment wins.
-    """
-    vendor, flags = cpu_vendor_and_flags()
-    if vendor == "AuthenticAMD" and {"avx2", "fma"} <= flags:
-        os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
-    if num_threads is None:
-        processes_here = int(os.environ.get("PADDLE_LOCAL_SIZE", "1"))
-        num_threads = max(1, usable_cpu_count() // processes_here)
-    paddle.base.core.set_num_threads(num_threads)
-    return num_threads
 
 
 def get_world_size():

@@ -2,7 +2,7 @@
 data, and compare their validation accuracy: the end-to-end check of the reproduction.
 
     python tools/prepare_fashion_mnist.py --output data/fm200 --train-per-class 200 --val-per-class 100 --size 64
-    python benchmarks/convergence.py --data-path data/fm200 --seeds 0 1 2 3 4 5 6 7 8 9 --json convergence.json
+    python -m benchmarks.convergence --data-path data/fm200 --seeds 0 1 2 3 4 5 6 7 8 9 --json convergence.json
 
 The defaults (64x64, batch 32, 4 epochs, LR 0.01 dropped 10x after epoch 3) keep each
 framework's run to a few minutes on two CPU cores; docs/alignment.md has the results.
@@ -33,24 +33,24 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
-import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 import numpy as np
+
+# paddlevision before paddle: the package quiets paddle's import-time warning.
+from paddlevision.checkpoint import load_state_dict_checked, torch_to_paddle_state_dict
+from paddlevision.datasets import ImageFolder
+from paddlevision.device import setup_device
+from paddlevision.models import AlexNet
+from paddlevision.optim import build_lr_scheduler, build_optimizer
+from paddlevision.transforms import ClassificationPresetEval, ClassificationPresetTrain
+
 import paddle
 
 import train  # train.py's training step and evaluation, so the Paddle side is exactly train.py's
 import utils
-from paddlevision.checkpoint import load_state_dict_checked, torch_to_paddle_state_dict
-from paddlevision.datasets import ImageFolder
-from paddlevision.models import AlexNet
-from paddlevision.optim import build_lr_scheduler, build_optimizer
-from paddlevision.transforms import ClassificationPresetEval, ClassificationPresetTrain
 
 try:
     import torch
@@ -222,7 +222,7 @@ def main(args):
     if torch is None:
         raise SystemExit("error: benchmarks/convergence.py compares against PyTorch: "
                          "pip install torch==2.14.1 torchvision==0.29.1")
-    utils.setup_device("cpu")  # Paddle configured as train.py configures itself
+    setup_device("cpu")  # Paddle configured as train.py configures itself
     runs = [run_seed(args, seed) for seed in args.seeds]
     summary = summarize([run["top1_gap_points"] for run in runs])
     result = {

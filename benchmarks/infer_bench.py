@@ -2,7 +2,7 @@
 bf16 where the CPU has it), ONNX Runtime and PyTorch eager, against the ceiling that the
 machine's measured sgemm speed implies.
 
-    python benchmarks/infer_bench.py --cpu-threads 2 --repeats 5 --json bench.json
+    python -m benchmarks.infer_bench --cpu-threads 2 --repeats 5 --json bench.json
 
 Weights do not change the speed, so by default a randomly initialised 1000-class AlexNet
 is exported to a temporary directory (``--model-dir`` reuses an export that has
@@ -19,19 +19,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 import numpy as np
-import paddle
 
+# paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision.export import export_inference_model, export_onnx
 from paddlevision.inference import PredictorOptions, cpu_supports_bf16, create_predictor
 from paddlevision.models import alexnet
 from paddlevision.onnx_predictor import create_onnx_predictor
+
+import paddle
 
 # AlexNet's forward pass on one 224x224 image: about 0.714 G multiply-accumulates.
 ALEXNET_GFLOP_PER_IMAGE = 2 * 0.714

@@ -1,6 +1,6 @@
 """Load test of the HTTP service (deploy/py_serving) against offline Paddle Inference.
 
-    python benchmarks/serve_load.py --model-dir ./alexnet_infer --json serve_load.json
+    python -m benchmarks.serve_load --model-dir ./alexnet_infer --json serve_load.json
 
 1. Offline, with the service's predictor settings: the reference (class_id, prob) of 32
    distinct images at batch 1; throughput at batch 32 and latency at batch 1, both for
@@ -31,11 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 import httpx
 import numpy as np

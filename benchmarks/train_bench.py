@@ -2,7 +2,7 @@
 on the identical architecture, the data pipeline against torchvision's, and an epoch on
 real JPEGs through train.py's own loader against the synthetic-data step rate.
 
-    python benchmarks/train_bench.py --threads 2 --steps 5 --json benchmarks/results/train_bench.json
+    python -m benchmarks.train_bench --threads 2 --steps 5 --json benchmarks/results/train_bench.json
 
 A training step is forward, cross entropy, backward and SGD with momentum 0.9 and weight
 decay 1e-4 on a random batch (``--batch-size`` images of 224x224, 1000 classes).
@@ -28,12 +28,9 @@ import sys
 import tarfile
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 from PIL import Image  # noqa: E402
 
@@ -46,7 +43,7 @@ LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
 DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
 
 # Modes of each child process. "installed" is Paddle with no settings of ours; "train.py"
-# is configured by utils.setup_device, exactly as train.py configures itself.
+# is configured by paddlevision.device.setup_device, exactly as train.py configures itself.
 # In dygraph FLAGS_use_mkldnn changes nothing in Paddle 3.3 (ONEDNN_VERBOSE shows no
 # oneDNN primitive); it is measured to show that. The amp modes are float16 on GPU; on CPU
 # train.py refuses --amp, because Paddle 3.3's dygraph auto_cast runs float32 there even
@@ -81,18 +78,19 @@ def get_args_parser():
 
 def paddle_worker(args):
     """Answer the parent's commands (one JSON object a line) for one Paddle configuration."""
+    from paddlevision.device import configure_cpu_math, default_device, setup_device
+    from paddlevision.models import alexnet
+
     import paddle
 
     import train
-    import utils
-    from paddlevision.models import alexnet
 
     if args.worker == "train.py":
-        device = utils.setup_device(args.device)
+        device = setup_device(args.device)
         if device == "cpu" and args.threads:
-            utils.configure_cpu_math(args.threads)
+            configure_cpu_math(args.threads)
     else:
-        device = args.device or utils.default_device()
+        device = args.device or default_device()
         paddle.set_device(device)
     train_args = train.get_args_parser().parse_args([] if args.device is None else ["--device", device])
     train_args.device = device
@@ -231,7 +229,7 @@ class Worker:
     """A child process that runs commands sent as JSON lines."""
 
     def __init__(self, kind, args):
-        command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "-b", str(args.batch_size)]
+        command = [sys.executable, "-m", "benchmarks.train_bench", "--worker", kind, "-b", str(args.batch_size)]
         command += ["--threads", str(args.threads)] if args.threads else []
         command += ["--device", args.device] if args.device else []
         self.kind = kind
@@ -368,7 +366,7 @@ def end_to_end(worker, blobs, synthetic_rate, args):
 
 def default_mode_name(info):
     """The train.py mode that a run with no extra flags uses, from the train.py worker's own
-    setup (utils.setup_device and train.resolve_amp_dtype on train.py's default args)."""
+    setup (setup_device and train.resolve_amp_dtype on train.py's default args)."""
     return "dygraph, amp" if info.get("default_amp") else "dygraph"
 
 

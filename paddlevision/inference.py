@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 from paddle import inference as paddle_infer
 
-from paddlevision.hardware import cpu_vendor_and_flags, gpu_available, usable_cpu_count
+from paddlevision.device import cpu_vendor_and_flags, gpu_available, usable_cpu_count
 from paddlevision.model_dir import (
     MODEL_PREFIX,
     ModelDirError,

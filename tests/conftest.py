@@ -1,19 +1,16 @@
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-warnings.filterwarnings("ignore", message="No ccache found")
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 # Small crops keep end-to-end runs fast; AlexNet accepts any input of at least 63x63.
 FAST_SIZES = ["--train-crop-size", "64", "--val-resize-size", "72", "--val-crop-size", "64"]
@@ -28,6 +25,16 @@ def run_script(*args, timeout=600, check=True, cwd=REPO_ROOT, env=None):
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def load_script(relative_path):
+    """Import a CLI script as a module, to call its ``main`` without a new process."""
+    path = REPO_ROOT / relative_path
+    name = "script_" + relative_path.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ ONNX) of a model whose answers differ clearly from image to image (tests/peaked_
 serves the whole module; answers are compared with the ones it was built to give."""
 
 import argparse
-import importlib.util
 import json
 import re
 import shutil
@@ -18,10 +17,10 @@ import paddle
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, load_script, run_script
 from paddlevision import inference, model_dir
 from paddlevision.batch_predict import BatchJob, add_batch_arguments, expand_image_paths, str2bool
-from paddlevision.hardware import usable_cpu_count
+from paddlevision.device import usable_cpu_count
 from paddlevision.image import load_image
 from paddlevision.inference import (
     TENSORRT_CONVERT,
@@ -41,16 +40,6 @@ DEMO = "images/demo.jpg"
 LINE = re.compile(r"^image_name: (?P<name>.+), class_id: (?P<class_id>\d+), prob: (?P<prob>[0-9.e-]+)$")
 NUM_IMAGES = 6  # generated images the model was built for, besides the demo
 PROB_TOLERANCE = 1e-5  # engines reproduce the constructed answers within 1e-6
-
-
-def load_script(relative_path):
-    """Import a CLI script as a module, to call its ``main`` without a new process."""
-    path = REPO_ROOT / relative_path
-    name = "script_" + relative_path.replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 paddle_infer = load_script("deploy/py_inference/infer.py")

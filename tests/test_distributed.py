@@ -118,14 +118,14 @@ def test_two_process_resume_equals_uninterrupted_run(lite_data, tmp_path):
     ("cpu", 2, None, "cpu"),
 ])
 def test_device_for_process(device, world_size, launcher_gpus, expected):
-    assert utils.device_for_process(device, world_size, launcher_gpus) == expected
+    assert device_for_process(device, world_size, launcher_gpus) == expected
 
 
 @pytest.mark.parametrize("launcher_gpus", ["2", None])
 def test_device_for_process_refuses_one_card_for_all_ranks(launcher_gpus):
     with pytest.raises(ValueError, match="--device gpu:1: under paddle.distributed.launch every process would use "
                                          "card 1"):
-        utils.device_for_process("gpu:1", 4, launcher_gpus)
+        device_for_process("gpu:1", 4, launcher_gpus)
 
 
 def test_launch_refuses_gpu_n(lite_data, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, run_script
-from paddlevision.hardware import usable_cpu_count
+from paddlevision.device import usable_cpu_count
 from paddlevision.inference import PredictorOptions, create_predictor
 from paddlevision.pipeline import Preprocessor
 from paddlevision.serving import config as serving_config

@@ -187,7 +187,6 @@ def test_failed_inference_fails_the_run(tmp_path):
 # script that succeeds but disagrees with it about images/demo.jpg.
 FAKE_TRAIN_REAL_WEIGHTS = """\
 import os, sys
-sys.path.insert(0, {repo!r})
 import paddle
 from paddlevision.models import get_model
 out = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-dir="))
@@ -353,7 +352,6 @@ FAKE_TRAIN_RANK0_WEIGHTS = """\
 import os, sys
 out = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-dir="))
 if os.environ.get("PADDLE_TRAINER_ID", "0") == "0":
-    sys.path.insert(0, {repo!r})
     import paddle
     from paddlevision.models import get_model
     os.makedirs(out, exist_ok=True)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import train
-from conftest import FAST_SIZES, REPO_ROOT, SlowScalar, run_script
+from conftest import FAST_SIZES, REPO_ROOT, SlowScalar, load_script, run_script
 from paddlevision.models import AlexNet
 from presets import ClassificationPresetEval
 
@@ -228,8 +228,7 @@ def test_test_only_keeps_the_training_log_and_plots(quick_start):
     assert re.search(r"^--test-only output/latest\.pdparams: top1 \d\.\d{3} top5 \d\.\d{3} loss [\d.]+$",
                      plot.stdout, re.M)
     assert (repo / "output" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    sys.path.insert(0, str(REPO_ROOT / "tools"))
-    import plot_metrics
+    plot_metrics = load_script("tools/plot_metrics.py")
 
     train_records, epoch_evals, standalone = plot_metrics.read_records(repo / "output" / "metrics.jsonl")
     assert (len(train_records), len(epoch_evals), len(standalone)) == (2, 1, 1)

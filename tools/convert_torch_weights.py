@@ -13,12 +13,8 @@ additionally insists on a class count.
 """
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 import numpy as np
 

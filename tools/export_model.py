@@ -9,16 +9,10 @@ writes ``inference.json`` + ``inference.pdiparams`` (``inference.pdmodel`` on Pa
 """
 
 import argparse
-import sys
-import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-warnings.filterwarnings("ignore", message="No ccache found")
-
-import utils
 from paddlevision.batch_predict import str2bool
 from paddlevision.checkpoint import CheckpointError, build_from_checkpoint
+from paddlevision.device import DeviceError, setup_device
 from paddlevision.export import ExportError, export_inference_model, export_onnx
 from paddlevision.model_dir import write_metadata
 from paddlevision.models import MIN_INPUT_SIZE, list_models
@@ -53,7 +47,10 @@ def check_args(args):
 
 def main(args):
     check_args(args)
-    utils.setup_device(args.device)
+    try:
+        setup_device(args.device)
+    except DeviceError as err:
+        raise SystemExit(f"error: {err}")
     try:
         model, meta = build_from_checkpoint(args.pretrained, model_name=args.model, num_classes=args.num_classes)
     except CheckpointError as err:

@@ -6,21 +6,16 @@ names the class).
 """
 
 import argparse
-import sys
-import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-warnings.filterwarnings("ignore", message="No ccache found")
-
-import paddle
-
-import utils
+# paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision.checkpoint import CheckpointError, build_from_checkpoint
+from paddlevision.device import DeviceError, setup_device
 from paddlevision.image import ImageDecodeError
 from paddlevision.labels import class_names_for
 from paddlevision.models import MIN_INPUT_SIZE, list_models
 from paddlevision.pipeline import Preprocessor, format_prediction, topk
+
+import paddle
 
 
 def get_args_parser(add_help=True):
@@ -39,12 +34,12 @@ def get_args_parser(add_help=True):
 @paddle.no_grad()
 def main(args):
     if args.crop_size < MIN_INPUT_SIZE:
-        raise SystemExit(f"--crop-size must be at least {MIN_INPUT_SIZE}, got {args.crop_size}")
-    utils.setup_device(args.device)
+        raise SystemExit(f"error: --crop-size must be at least {MIN_INPUT_SIZE}, got {args.crop_size}")
     try:
+        setup_device(args.device)
         model, meta = build_from_checkpoint(args.pretrained, model_name=args.model, num_classes=args.num_classes)
         image = Preprocessor(args.resize_size, args.crop_size)(args.img_path)
-    except (CheckpointError, ImageDecodeError) as err:
+    except (CheckpointError, DeviceError, ImageDecodeError) as err:
         raise SystemExit(f"error: {err}")
     except OSError as err:
         raise SystemExit(f"error: --img-path {args.img_path}: {err.strerror or err}")

@@ -8,9 +8,7 @@ and benchmark flags. Needs onnxruntime, not paddle.
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from paddlevision.batch_predict import BatchJob, add_batch_arguments
 from paddlevision.model_dir import ModelDirError

@@ -10,11 +10,7 @@ exit status is 1 if any image could not be read.
 
 import argparse
 import sys
-import warnings
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 from paddlevision.batch_predict import BatchJob, add_batch_arguments, add_bool_argument
 from paddlevision.inference import (

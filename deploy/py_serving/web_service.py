@@ -10,11 +10,8 @@ SIGTERM or Ctrl-C stops it gracefully with exit status 0. See README.md here.
 import argparse
 import logging
 import sys
-import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-warnings.filterwarnings("ignore", message="No ccache found")
 
 from paddlevision.inference import ModelDirError, UnsupportedOptionError
 from paddlevision.serving.app import serve
