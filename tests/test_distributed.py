@@ -12,8 +12,8 @@ import numpy as np
 import paddle
 import pytest
 
-import utils
 from conftest import FAST_SIZES, REPO_ROOT, run_script
+from paddlevision.device import device_for_process
 from paddlevision.models import AlexNet
 
 SUMMARY = re.compile(r"^ \* Acc@1 \d\.\d{3} Acc@5 \d\.\d{3}$", re.M)
