@@ -341,6 +341,14 @@ def test_train_preset_steps_follow_the_arguments():
         ClassificationPresetTrain(auto_augment_policy="ra")
 
 
+def test_preset_interpolation_reaches_every_resampling_step():
+    train = ClassificationPresetTrain(interpolation="bicubic", auto_augment_policy="imagenet")
+    crop, _, augment, _ = train.transforms.transforms
+    assert crop.interpolation == augment.interpolation == "bicubic"
+    resize = ClassificationPresetEval(interpolation="bicubic").transforms.transforms[0]
+    assert resize.interpolation == "bicubic"
+
+
 def test_train_preset_output():
     preset = ClassificationPresetTrain(crop_size=96, auto_augment_policy="imagenet", random_erase_prob=0.5)
     img = make_image(200, 150)
