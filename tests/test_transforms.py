@@ -23,6 +23,7 @@ from paddlevision.transforms import (
     ToNormalizedArray,
     resized_crop,
 )
+from paddlevision.transforms import functional as F
 from paddlevision.transforms.autoaugment import IMAGENET_POLICY, apply_op, magnitude_bins
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,14 @@ def test_center_crop_offsets_round_half_to_even():
     out = CenterCrop((64, 50))(img)
     # (103 - 50) / 2 = 26.5 rounds to 26.
     np.testing.assert_array_equal(pixels(out), pixels(img)[:, 26:76])
+
+
+@pytest.mark.parametrize("bad", ["224", (1, 2, 3), 22.4])
+def test_bad_crop_size_is_a_value_error_naming_it(bad):
+    with pytest.raises(ValueError, match="^size must be"):
+        CenterCrop(bad)
+    with pytest.raises(ValueError, match="^size must be"):
+        F.center_crop(make_image(8, 8), bad)
 
 
 def test_center_crop_pads_with_zeros_when_image_is_smaller():
@@ -304,6 +313,24 @@ def test_translate_and_shear_move_pixels_as_documented():
     np.testing.assert_array_equal(moved[:-3], pixels(img)[3:])
     sheared = pixels(apply_op(img, "ShearX", 0.3))
     np.testing.assert_array_equal(sheared[0], pixels(img)[0])  # the top row is the fixed axis
+
+
+@pytest.mark.parametrize("op_name, magnitude", [("ShearX", 0.3), ("ShearY", -0.3), ("TranslateX", 9.0),
+                                                ("TranslateY", -7.0), ("Rotate", 30.0)])
+def test_geometric_ops_fill_uncovered_pixels_with_fill(op_name, magnitude):
+    img = make_image(30, 20)
+    default = pixels(apply_op(img, op_name, magnitude))
+    filled = pixels(apply_op(img, op_name, magnitude, fill=(7, 8, 9)))
+    uncovered = np.any(default != filled, axis=-1)
+    assert uncovered.sum() >= 20
+    assert np.all(default[uncovered] == 0) and np.all(filled[uncovered] == (7, 8, 9))
+
+
+def test_geometric_ops_default_to_nearest_and_no_fill():
+    # torchvision's affine and rotate defaults.
+    img = make_image(30, 20)
+    for op, args in [(F.shear_x, (20.0,)), (F.shear_y, (20.0,)), (F.translate, (3, -2)), (F.rotate, (25.0,))]:
+        np.testing.assert_array_equal(pixels(op(img, *args)), pixels(op(img, *args, "nearest", None)), err_msg=op.__name__)
 
 
 def test_autoaugment_unknown_policy_and_op():
