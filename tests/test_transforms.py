@@ -326,6 +326,20 @@ def test_geometric_ops_fill_uncovered_pixels_with_fill(op_name, magnitude):
     assert np.all(default[uncovered] == 0) and np.all(filled[uncovered] == (7, 8, 9))
 
 
+@pytest.mark.parametrize(
+    "mode, fill, expected",
+    [("RGB", 7, (7, 7, 7)), ("RGB", [7], (7, 7, 7)), ("RGB", (7.9, 8, 9), (7, 8, 9)), ("L", 7, 7), ("L", (7,), 7),
+     ("F", 7.5, 7.5)],
+)
+def test_fill_forms_like_torchvision(mode, fill, expected):
+    # A scalar or one value is repeated per band; values are truncated to int except on
+    # float images.
+    shifted = F.translate(make_image(30, 20).convert(mode), 5, 0, fill=fill)
+    assert shifted.getpixel((0, 0)) == expected
+    with pytest.raises(ValueError, match="fill needs 1 or 3 values"):
+        F.translate(make_image(30, 20), 5, 0, fill=(1, 2))
+
+
 def test_geometric_ops_default_to_nearest_and_no_fill():
     # torchvision's affine and rotate defaults.
     img = make_image(30, 20)
