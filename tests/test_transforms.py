@@ -253,6 +253,16 @@ def test_random_erasing_random_value_is_standard_normal():
     assert abs(noise.std() - 1.0) < 0.02
 
 
+def test_random_erasing_rejects_bad_arguments_naming_them():
+    for bad, message in [({"scale": (0.3, 0.1)}, "^scale must be"), ({"ratio": (3.0, 0.3)}, "^ratio must be"),
+                         ({"scale": (0.1, 1.5)}, r"^scale must lie in \[0, 1\]"), ({"p": 1.5}, "^p must be")]:
+        with pytest.raises(ValueError, match=message):
+            RandomErasing(**bad)
+    with pytest.raises(TypeError, match="got dict"):
+        RandomErasing(value={})
+    assert RandomErasing(scale=(0.0, 1.0)).scale == (0.0, 1.0)  # torchvision accepts the closed interval
+
+
 def test_random_erasing_gives_up_when_no_box_fits():
     array = normalized_array(4, 4)
     random.seed(0)

@@ -197,10 +197,11 @@ def test_resized_crop_with_fixed_params_matches_torchvision(img):
             assert max_abs_diff(ours_normalize(ours), torch_normalize(reference)) <= TOLERANCE
 
 
-def test_random_resized_crop_transform_matches_torchvision_given_same_box():
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_random_resized_crop_transform_matches_torchvision_given_same_box(interpolation):
     img = IMAGES[1]
-    ours = RandomResizedCrop(176)
-    reference = T.RandomResizedCrop(176, interpolation=InterpolationMode.BILINEAR)
+    ours = RandomResizedCrop(176, interpolation=interpolation)
+    reference = T.RandomResizedCrop(176, interpolation=INTERPOLATIONS[interpolation])
     for seed in range(10):
         random.seed(seed)
         box = RandomResizedCrop.get_params(img, ours.scale, ours.ratio)
@@ -281,11 +282,11 @@ def test_each_op_matches_torchvision(op_name, interpolation):
             np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference), err_msg=message)
 
 
-@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
-def test_autoaugment_matches_torchvision_given_same_decisions(interpolation):
+@pytest.mark.parametrize("interpolation, fill", [("nearest", None), ("bilinear", None), ("bilinear", [7, 8, 9])])
+def test_autoaugment_matches_torchvision_given_same_decisions(interpolation, fill):
     img = IMAGES[2]
-    ours = AutoAugment("imagenet", interpolation=interpolation)
-    reference = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=INTERPOLATIONS[interpolation])
+    ours = AutoAugment("imagenet", interpolation=interpolation, fill=fill)
+    reference = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=INTERPOLATIONS[interpolation], fill=fill)
     for seed in range(60):
         random.seed(seed)
         policy_id, probs, signs = AutoAugment.get_params(len(IMAGENET_POLICY))

@@ -159,7 +159,8 @@ def erase_quantities(boxes, height, width):
     [
         (224, 224, 3000),
         (30, 70, 3000),
-        (10, 300, 3000),  # a strip: most tries do not fit, and half of the calls give up
+        (10, 300, 3000),  # strips: most tries do not fit, and half of the calls give up
+        (300, 10, 3000),
     ],
 )
 def test_random_erasing_draws_like_torchvision(height, width, draws):
