@@ -255,7 +255,8 @@ def test_random_erasing_random_value_is_standard_normal():
 
 def test_random_erasing_rejects_bad_arguments_naming_them():
     for bad, message in [({"scale": (0.3, 0.1)}, "^scale must be"), ({"ratio": (3.0, 0.3)}, "^ratio must be"),
-                         ({"scale": (0.1, 1.5)}, r"^scale must lie in \[0, 1\]"), ({"p": 1.5}, "^p must be")]:
+                         ({"scale": (0.1, 1.5)}, r"^scale must lie in \[0, 1\]"), ({"scale": (-0.1, 0.5)}, "^scale must lie"),
+                         ({"p": 1.5}, "^p must be")]:
         with pytest.raises(ValueError, match=message):
             RandomErasing(**bad)
     with pytest.raises(TypeError, match="got dict"):
