@@ -190,3 +190,20 @@ def test_bundled_lite_data_contents(tmp_path):
         assert all(dataset.targets.count(label) == 4 for label in range(4))
         image, _ = dataset[0]
         assert image.mode == "RGB" and min(image.size) >= 300
+
+
+def test_unseeded_dataset_draws_from_the_global_stream_as_is(folder_tree):
+    # Without a seed the dataset must neither reseed nor skip ahead: the transform draws
+    # exactly what it would have drawn called directly, so two loads of one item differ
+    # and the stream continues as if the dataset had not been there.
+    dataset = ImageFolder(folder_tree, transform=RandomCropParams())
+    random.seed(3)
+    np.random.seed(3)
+    direct = RandomCropParams()(None)  # it draws without looking at the image
+    next_draws = (random.random(), np.random.rand())
+    random.seed(3)
+    np.random.seed(3)
+    loaded = dataset[0][0]
+    assert loaded == direct
+    assert (random.random(), np.random.rand()) == next_draws
+    assert dataset[0][0] != dataset[0][0]

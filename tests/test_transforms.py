@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import make_image
 
 from paddlevision.transforms import (
@@ -22,6 +23,7 @@ from paddlevision.transforms import (
     ToNormalizedArray,
     resized_crop,
 )
+from paddlevision.transforms import functional as F
 from paddlevision.transforms.autoaugment import IMAGENET_POLICY, apply_op, magnitude_bins
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,14 @@ def test_center_crop_offsets_round_half_to_even():
     out = CenterCrop((64, 50))(img)
     # (103 - 50) / 2 = 26.5 rounds to 26.
     np.testing.assert_array_equal(pixels(out), pixels(img)[:, 26:76])
+
+
+@pytest.mark.parametrize("bad", ["224", (1, 2, 3), 22.4])
+def test_bad_crop_size_is_a_value_error_naming_it(bad):
+    with pytest.raises(ValueError, match="^size must be"):
+        CenterCrop(bad)
+    with pytest.raises(ValueError, match="^size must be"):
+        F.center_crop(make_image(8, 8), bad)
 
 
 def test_center_crop_pads_with_zeros_when_image_is_smaller():
@@ -243,6 +253,17 @@ def test_random_erasing_random_value_is_standard_normal():
     assert abs(noise.std() - 1.0) < 0.02
 
 
+def test_random_erasing_rejects_bad_arguments_naming_them():
+    for bad, message in [({"scale": (0.3, 0.1)}, "^scale must be"), ({"ratio": (3.0, 0.3)}, "^ratio must be"),
+                         ({"scale": (0.1, 1.5)}, r"^scale must lie in \[0, 1\]"), ({"scale": (-0.1, 0.5)}, "^scale must lie"),
+                         ({"p": 1.5}, "^p must be")]:
+        with pytest.raises(ValueError, match=message):
+            RandomErasing(**bad)
+    with pytest.raises(TypeError, match="got dict"):
+        RandomErasing(value={})
+    assert RandomErasing(scale=(0.0, 1.0)).scale == (0.0, 1.0)  # torchvision accepts the closed interval
+
+
 def test_random_erasing_gives_up_when_no_box_fits():
     array = normalized_array(4, 4)
     random.seed(0)
@@ -305,6 +326,38 @@ def test_translate_and_shear_move_pixels_as_documented():
     np.testing.assert_array_equal(sheared[0], pixels(img)[0])  # the top row is the fixed axis
 
 
+@pytest.mark.parametrize("op_name, magnitude", [("ShearX", 0.3), ("ShearY", -0.3), ("TranslateX", 9.0),
+                                                ("TranslateY", -7.0), ("Rotate", 30.0)])
+def test_geometric_ops_fill_uncovered_pixels_with_fill(op_name, magnitude):
+    img = make_image(30, 20)
+    default = pixels(apply_op(img, op_name, magnitude))
+    filled = pixels(apply_op(img, op_name, magnitude, fill=(7, 8, 9)))
+    uncovered = np.any(default != filled, axis=-1)
+    assert uncovered.sum() >= 20
+    assert np.all(default[uncovered] == 0) and np.all(filled[uncovered] == (7, 8, 9))
+
+
+@pytest.mark.parametrize(
+    "mode, fill, expected",
+    [("RGB", 7, (7, 7, 7)), ("RGB", [7], (7, 7, 7)), ("RGB", (7.9, 8, 9), (7, 8, 9)), ("L", 7, 7), ("L", (7,), 7),
+     ("F", 7.5, 7.5)],
+)
+def test_fill_forms_like_torchvision(mode, fill, expected):
+    # A scalar or one value is repeated per band; values are truncated to int except on
+    # float images.
+    shifted = F.translate(make_image(30, 20).convert(mode), 5, 0, fill=fill)
+    assert shifted.getpixel((0, 0)) == expected
+    with pytest.raises(ValueError, match="fill needs 1 or 3 values"):
+        F.translate(make_image(30, 20), 5, 0, fill=(1, 2))
+
+
+def test_geometric_ops_default_to_nearest_and_no_fill():
+    # torchvision's affine and rotate defaults.
+    img = make_image(30, 20)
+    for op, args in [(F.shear_x, (20.0,)), (F.shear_y, (20.0,)), (F.translate, (3, -2)), (F.rotate, (25.0,))]:
+        np.testing.assert_array_equal(pixels(op(img, *args)), pixels(op(img, *args, "nearest", None)), err_msg=op.__name__)
+
+
 def test_autoaugment_unknown_policy_and_op():
     with pytest.raises(ValueError, match="policy"):
         AutoAugment("cifar10")
@@ -338,6 +391,14 @@ def test_train_preset_steps_follow_the_arguments():
     assert full.transforms.transforms[1].interpolation == "bilinear"
     with pytest.raises(ValueError, match="auto_augment_policy"):
         ClassificationPresetTrain(auto_augment_policy="ra")
+
+
+def test_preset_interpolation_reaches_every_resampling_step():
+    train = ClassificationPresetTrain(interpolation="bicubic", auto_augment_policy="imagenet")
+    crop, _, augment, _ = train.transforms.transforms
+    assert crop.interpolation == augment.interpolation == "bicubic"
+    resize = ClassificationPresetEval(interpolation="bicubic").transforms.transforms[0]
+    assert resize.interpolation == "bicubic"
 
 
 def test_train_preset_output():
@@ -407,3 +468,76 @@ def test_random_draws_use_python_random_only():
     random.seed(7)
     np.random.seed(1)
     np.testing.assert_array_equal(first, transform(img))
+
+
+# --- Published constants (guarded without torch too; tests/alignment derives them from torchvision) ---
+
+# torchvision's AlexNet weights (AlexNet_Weights.IMAGENET1K_V1.transforms()) and its
+# references/classification/presets.py: ImageNet mean and std in RGB order on the [0, 1]
+# scale, shorter side resized to 256 with bilinear interpolation, centre crop 224.
+PUBLISHED_MEAN = (0.485, 0.456, 0.406)
+PUBLISHED_STD = (0.229, 0.224, 0.225)
+
+
+def test_presets_are_built_with_the_published_constants():
+    assert IMAGENET_MEAN == PUBLISHED_MEAN and IMAGENET_STD == PUBLISHED_STD
+    resize, crop, normalize = ClassificationPresetEval().transforms.transforms
+    assert (resize.size, resize.interpolation, crop.size) == (256, "bilinear", (224, 224))
+    assert (normalize.mean, normalize.std) == (PUBLISHED_MEAN, PUBLISHED_STD)
+
+    preset = ClassificationPresetTrain(auto_augment_policy="imagenet", random_erase_prob=0.25)
+    crop, flip, augment, normalize, erasing = preset.transforms.transforms
+    # Inception-style crops: 8%-100% of the area, aspect ratio 3/4-4/3 (torchvision's defaults).
+    assert (crop.size, crop.scale, crop.ratio, crop.interpolation) == ((224, 224), (0.08, 1.0), (3 / 4, 4 / 3), "bilinear")
+    assert flip.p == 0.5
+    assert (augment.policy, augment.interpolation, augment.fill, augment.num_bins) == ("imagenet", "bilinear", None, 10)
+    assert (normalize.mean, normalize.std) == (PUBLISHED_MEAN, PUBLISHED_STD)
+    # Random erasing (Zhong et al., 2017) as torchvision: 2%-33% of the area, ratio 0.3-3.3, zeros.
+    assert (erasing.p, erasing.scale, erasing.ratio, erasing.value) == (0.25, (0.02, 0.33), (0.3, 3.3), 0.0)
+
+
+def test_transform_defaults_are_the_published_ones():
+    crop = RandomResizedCrop(224)
+    assert (crop.scale, crop.ratio, crop.interpolation) == ((0.08, 1.0), (3 / 4, 4 / 3), "bilinear")
+    assert RandomHorizontalFlip().p == 0.5
+    erasing = RandomErasing()
+    assert (erasing.p, erasing.scale, erasing.ratio, erasing.value) == (0.5, (0.02, 0.33), (0.3, 3.3), 0.0)
+    augment = AutoAugment()
+    assert (augment.policy, augment.interpolation, augment.fill) == ("imagenet", "nearest", None)
+
+
+def test_autoaugment_magnitude_bins_are_the_published_ones():
+    # Ten bins from 0 to the paper's maximum: shear 0.3, rotation 30 degrees, enhancement
+    # factors 1 +- 0.9, solarize threshold 255 down to 0, posterize 8 down to 4 bits.
+    bins = magnitude_bins(10, (331, 331))
+    for op_name, top, signed in [("ShearX", 0.3, True), ("ShearY", 0.3, True), ("Rotate", 30.0, True),
+                                 ("Brightness", 0.9, True), ("Color", 0.9, True), ("Contrast", 0.9, True),
+                                 ("Sharpness", 0.9, True), ("TranslateX", 150.0, True), ("TranslateY", 150.0, True)]:
+        magnitudes, is_signed = bins[op_name]
+        assert magnitudes == pytest.approx([top * i / 9 for i in range(10)], rel=1e-6), op_name
+        assert is_signed == signed
+    assert bins["Solarize"] == (pytest.approx([255.0 * (9 - i) / 9 for i in range(10)], rel=1e-6), False)
+    assert bins["Posterize"] == ([8, 8, 7, 7, 6, 6, 5, 5, 4, 4], False)
+
+
+def literal_eval_recipe(img):
+    """The published evaluation preprocessing, in PIL and numpy rather than the project's
+    code: shorter side to 256 (bilinear, the longer side truncated), centre crop 224 at
+    ``round((side - 224) / 2)``, ``(pixel / 255 - mean) / std``."""
+    width, height = img.size
+    if width <= height:
+        size = (256, int(256 * height / width))
+    else:
+        size = (int(256 * width / height), 256)
+    resized = np.asarray(img.resize(size, Image.Resampling.BILINEAR) if size != img.size else img)
+    top, left = round((size[1] - 224) / 2), round((size[0] - 224) / 2)
+    pixels = resized[top : top + 224, left : left + 224].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    mean = np.array(PUBLISHED_MEAN, np.float32)[:, None, None]
+    std = np.array(PUBLISHED_STD, np.float32)[:, None, None]
+    return (pixels - mean) / std
+
+
+@pytest.mark.parametrize("width, height", [(500, 375), (300, 400), (256, 256), (640, 240)])
+def test_eval_preset_is_the_published_recipe(width, height):
+    img = make_image(width, height, seed=width)
+    np.testing.assert_allclose(ClassificationPresetEval()(img), literal_eval_recipe(img), rtol=0, atol=1e-6)

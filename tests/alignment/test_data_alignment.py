@@ -2,7 +2,11 @@
 
 Randomness is taken out of the comparison: either both sides get the same explicit
 parameters, or torchvision's ``get_params`` is replaced (on the instance) by the decisions
-our transform drew from Python's ``random``.
+our transform drew from Python's ``random``. (test_sampling_alignment.py compares the
+random draws themselves.) The normalisation constants, sizes and interpolation of the
+reference side come from torchvision, never from the code under test: from the
+preprocessing of torchvision's AlexNet weights (``AlexNet_Weights.IMAGENET1K_V1.transforms()``,
+which needs no download) and from the defaults of torchvision's transforms.
 """
 
 import io
@@ -20,6 +24,7 @@ pytest.importorskip("torchvision", reason="torchvision is the reference for the 
 import torch  # noqa: E402
 import torchvision.transforms as T  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
+from torchvision.models import AlexNet_Weights  # noqa: E402
 from torchvision.transforms import InterpolationMode  # noqa: E402
 
 from conftest import make_image  # noqa: E402
@@ -28,6 +33,7 @@ from paddlevision.transforms import (  # noqa: E402
     IMAGENET_STD,
     AutoAugment,
     ClassificationPresetEval,
+    ClassificationPresetTrain,
     RandomErasing,
     RandomHorizontalFlip,
     RandomResizedCrop,
@@ -38,6 +44,8 @@ from paddlevision.transforms import (  # noqa: E402
 from paddlevision.transforms.autoaugment import IMAGENET_POLICY, apply_op, magnitude_bins  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The preprocessing torchvision's AlexNet weights were trained and evaluated with.
+REFERENCE_EVAL = AlexNet_Weights.IMAGENET1K_V1.transforms()
 TOLERANCE = 1e-5
 INTERPOLATIONS = {
     "nearest": InterpolationMode.NEAREST,
@@ -66,7 +74,7 @@ IMAGE_IDS = [f"{img.width}x{img.height}#{i}" for i, img in enumerate(IMAGES)]
 
 def torch_normalize(img):
     to_tensor = T.Compose([T.PILToTensor(), T.ConvertImageDtype(torch.float32)])
-    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(to_tensor(img)).numpy()
+    return T.Normalize(REFERENCE_EVAL.mean, REFERENCE_EVAL.std)(to_tensor(img)).numpy()
 
 
 def ours_normalize(img):
@@ -78,19 +86,73 @@ def max_abs_diff(a, b):
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
+# --- Constants and defaults ------------------------------------------------------------------
+
+
+def test_normalisation_and_sizes_are_those_of_torchvision_alexnet_weights():
+    assert IMAGENET_MEAN == tuple(REFERENCE_EVAL.mean)
+    assert IMAGENET_STD == tuple(REFERENCE_EVAL.std)
+    resize, crop, normalize = ClassificationPresetEval().transforms.transforms
+    assert resize.size == REFERENCE_EVAL.resize_size[0]
+    assert crop.size == (REFERENCE_EVAL.crop_size[0],) * 2
+    assert resize.interpolation == REFERENCE_EVAL.interpolation.value
+    assert (normalize.mean, normalize.std) == (tuple(REFERENCE_EVAL.mean), tuple(REFERENCE_EVAL.std))
+    train_normalize = ClassificationPresetTrain().transforms.transforms[-1]
+    assert (train_normalize.mean, train_normalize.std) == (tuple(REFERENCE_EVAL.mean), tuple(REFERENCE_EVAL.std))
+
+
+def test_transform_defaults_are_torchvision_defaults():
+    # The train preset builds its steps from these defaults, as the reference recipe does
+    # from torchvision's.
+    crop, reference_crop = RandomResizedCrop(224), T.RandomResizedCrop(224)
+    assert crop.scale == tuple(reference_crop.scale) and crop.ratio == tuple(reference_crop.ratio)
+    assert crop.interpolation == reference_crop.interpolation.value
+    assert RandomHorizontalFlip().p == T.RandomHorizontalFlip().p
+    erasing, reference_erasing = RandomErasing(), T.RandomErasing()
+    assert (erasing.p, erasing.scale, erasing.ratio, erasing.value) == (
+        reference_erasing.p, tuple(reference_erasing.scale), tuple(reference_erasing.ratio), reference_erasing.value
+    )
+    augment, reference_augment = AutoAugment(), T.AutoAugment()
+    assert augment.policy == reference_augment.policy.value
+    assert (augment.interpolation, augment.fill) == (reference_augment.interpolation.value, reference_augment.fill)
+
+
+class CountingCalls:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+def test_boxes_are_tried_as_often_as_torchvision_tries_them(monkeypatch):
+    # With a scale that never fits, every try draws an area and a ratio and fails. Ours
+    # draws with random.uniform, torchvision with torch.empty(1).uniform_.
+    img = make_image(40, 30)
+    ours_draws, reference_draws = CountingCalls(random.uniform), CountingCalls(torch.empty)
+    monkeypatch.setattr(random, "uniform", ours_draws)
+    monkeypatch.setattr(torch, "empty", reference_draws)
+    RandomResizedCrop.get_params(img, (2.0, 3.0), (3 / 4, 4 / 3))
+    T.RandomResizedCrop.get_params(img, [2.0, 3.0], [3 / 4, 4 / 3])
+    assert ours_draws.calls == reference_draws.calls > 0
+    ours_draws.calls = reference_draws.calls = 0
+    # A box as large as the image is never erased.
+    assert RandomErasing.get_params(np.zeros((3, 30, 40), np.float32), (1.0, 1.0), (1.0, 1.0)) is None
+    T.RandomErasing.get_params(torch.zeros(3, 30, 40), (1.0, 1.0), (1.0, 1.0), [0.0])
+    assert ours_draws.calls == reference_draws.calls > 0
+
+
 # --- Evaluation preset -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("img", IMAGES, ids=IMAGE_IDS)
 def test_eval_preset_matches_torchvision(img):
-    reference = T.Compose(
-        [
-            T.Resize(256, interpolation=InterpolationMode.BILINEAR),
-            T.CenterCrop(224),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )(img).numpy()
+    # What train.py and the deployment code run, against torchvision's own preprocessing
+    # of its AlexNet weights (resize 256 bilinear, centre crop 224, ImageNet mean and std).
+    reference = REFERENCE_EVAL(img).numpy()
     ours = ClassificationPresetEval()(img)
     assert ours.dtype == np.float32
     assert max_abs_diff(ours, reference) <= TOLERANCE
@@ -106,7 +168,7 @@ def test_eval_preset_options_match_torchvision(interpolation, crop_size, resize_
             T.CenterCrop(crop_size),
             T.PILToTensor(),
             T.ConvertImageDtype(torch.float32),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            T.Normalize(REFERENCE_EVAL.mean, REFERENCE_EVAL.std),
         ]
     )
     preset = ClassificationPresetEval(crop_size, resize_size, interpolation=interpolation)
@@ -135,10 +197,11 @@ def test_resized_crop_with_fixed_params_matches_torchvision(img):
             assert max_abs_diff(ours_normalize(ours), torch_normalize(reference)) <= TOLERANCE
 
 
-def test_random_resized_crop_transform_matches_torchvision_given_same_box():
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_random_resized_crop_transform_matches_torchvision_given_same_box(interpolation):
     img = IMAGES[1]
-    ours = RandomResizedCrop(176)
-    reference = T.RandomResizedCrop(176, interpolation=InterpolationMode.BILINEAR)
+    ours = RandomResizedCrop(176, interpolation=interpolation)
+    reference = T.RandomResizedCrop(176, interpolation=INTERPOLATIONS[interpolation])
     for seed in range(10):
         random.seed(seed)
         box = RandomResizedCrop.get_params(img, ours.scale, ours.ratio)
@@ -219,11 +282,11 @@ def test_each_op_matches_torchvision(op_name, interpolation):
             np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference), err_msg=message)
 
 
-@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
-def test_autoaugment_matches_torchvision_given_same_decisions(interpolation):
+@pytest.mark.parametrize("interpolation, fill", [("nearest", None), ("bilinear", None), ("bilinear", [7, 8, 9])])
+def test_autoaugment_matches_torchvision_given_same_decisions(interpolation, fill):
     img = IMAGES[2]
-    ours = AutoAugment("imagenet", interpolation=interpolation)
-    reference = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=INTERPOLATIONS[interpolation])
+    ours = AutoAugment("imagenet", interpolation=interpolation, fill=fill)
+    reference = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=INTERPOLATIONS[interpolation], fill=fill)
     for seed in range(60):
         random.seed(seed)
         policy_id, probs, signs = AutoAugment.get_params(len(IMAGENET_POLICY))
