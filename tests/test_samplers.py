@@ -28,7 +28,7 @@ def loaders(train_size, test_size, batch_size):
 
 
 def indices_per_batch(loader):
-    return [images.numpy()[:, 0].astype(int).tolist() for images, _, _ in loader]
+    return [images.numpy()[:, 0].astype(int).tolist() for images, _ in loader]
 
 
 def test_each_training_epoch_is_a_new_permutation_of_all_samples():
