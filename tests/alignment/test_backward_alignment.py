@@ -16,7 +16,7 @@ pytest.importorskip("torchvision", reason="torchvision's AlexNet is the referenc
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from paddlevision.checkpoint import load_state_dict_checked, paddle_to_torch_state_dict, torch_to_paddle_state_dict  # noqa: E402
+from paddlevision.weights import load_state_dict_checked, paddle_to_torch_state_dict, torch_to_paddle_state_dict  # noqa: E402
 from paddlevision.models import AlexNet  # noqa: E402
 from paddlevision.optim import build_lr_scheduler, build_optimizer  # noqa: E402
 

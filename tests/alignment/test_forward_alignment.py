@@ -14,7 +14,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from conftest import REPO_ROOT, run_script  # noqa: E402
 
-from paddlevision.checkpoint import load_state_dict_checked, torch_to_paddle_state_dict  # noqa: E402
+from paddlevision.weights import load_state_dict_checked, torch_to_paddle_state_dict  # noqa: E402
 from paddlevision.models import AlexNet  # noqa: E402
 from paddlevision.pipeline import Preprocessor  # noqa: E402
 
