@@ -26,7 +26,6 @@ class CheckpointError(WeightsError):
 
 
 def atomic_save(obj, path):
-    """``paddle.save`` to ``path`` atomically."""
     with atomic_write(path) as tmp:
         paddle.save(obj, tmp)
 
