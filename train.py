@@ -17,6 +17,7 @@ from paddlevision.device import DeviceError, setup_device
 from paddlevision.image import ImageDecodeError
 from paddlevision.models import get_model, list_models
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
+from paddlevision.weights import WeightsError, load_pretrained, load_state_dict_checked, read_weights
 
 import paddle
 
@@ -256,7 +257,7 @@ def main(args):
     if args.pretrained:
         # Starting a training from weights with another head is fine-tuning; evaluating
         # such weights would measure a random head.
-        checkpoint.load_pretrained(model, args.pretrained, allow_head_mismatch=not args.test_only)
+        load_pretrained(model, args.pretrained, allow_head_mismatch=not args.test_only)
     criterion = paddle.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     # An evaluation adds its record to the training's, so that both stay; a new training starts afresh.
     metrics = utils.MetricsWriter(os.path.join(args.output_dir, "metrics.jsonl") if args.output_dir else None,
@@ -266,8 +267,8 @@ def main(args):
         weights = args.pretrained
         if args.resume:
             weights = checkpoint.resolve_resume_prefix(args.resume) + ".pdparams"
-            state_dict, _ = checkpoint.read_weights(weights)
-            checkpoint.load_state_dict_checked(model, state_dict, source=args.resume)
+            state_dict, _ = read_weights(weights)
+            load_state_dict_checked(model, state_dict, source=args.resume)
         evaluate(model, criterion, data_loader_test, args, amp_dtype, metrics=metrics,
                  weights=str(weights) if weights else None)
         report_skipped(data_loader_test, "Test")
@@ -363,7 +364,7 @@ def get_args_parser(add_help=True):
 if __name__ == "__main__":
     try:
         main(get_args_parser().parse_args())
-    except (checkpoint.CheckpointError, DeviceError) as err:  # the message names the file or flag
+    except (WeightsError, DeviceError) as err:  # the message names the file or flag
         raise SystemExit(f"error: {err}")
     except ImageDecodeError as err:
         raise SystemExit(f"error: {err} (--skip-bad-images skips unreadable images)")

@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 # paddlevision before paddle: the package quiets paddle's import-time warning.
-from paddlevision.checkpoint import load_state_dict_checked, torch_to_paddle_state_dict
 from paddlevision.datasets import ImageFolder
 from paddlevision.device import setup_device
 from paddlevision.models import AlexNet
 from paddlevision.optim import build_lr_scheduler, build_optimizer
 from paddlevision.transforms import ClassificationPresetEval, ClassificationPresetTrain
+from paddlevision.weights import load_state_dict_checked, torch_to_paddle_state_dict
 
 import paddle
 

@@ -9,7 +9,7 @@ import paddle
 import pytest
 from conftest import REPO_ROOT
 
-from paddlevision.checkpoint import CheckpointError, read_weights
+from paddlevision.weights import WeightsError, read_weights
 from paddlevision.models import AlexNet
 
 spec = importlib.util.spec_from_file_location("convert_torch_weights", REPO_ROOT / "tools" / "convert_torch_weights.py")
@@ -37,7 +37,7 @@ def test_pdparams_to_pth_and_back_keeps_every_value(alexnet10_pdparams, tmp_path
 
 
 def test_missing_source_is_named(tmp_path):
-    with pytest.raises(CheckpointError, match="nope.pth: file not found"):
+    with pytest.raises(WeightsError, match="nope.pth: file not found"):
         convert_tool.convert(tmp_path / "nope.pth", tmp_path / "out.pdparams")
 
 
@@ -49,7 +49,7 @@ def test_unknown_direction_is_a_usage_error(alexnet10_pdparams, tmp_path):
 def test_state_dict_of_another_model_lists_its_keys(tmp_path):
     path = tmp_path / "other.pdparams"
     paddle.save(paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.Linear(4, 2)).state_dict(), str(path))
-    with pytest.raises(CheckpointError, match=r"not an AlexNet state dict.*its keys are: 0.weight, 0.bias, 1.weight"):
+    with pytest.raises(WeightsError, match=r"not an AlexNet state dict.*its keys are: 0.weight, 0.bias, 1.weight"):
         convert_tool.convert(path, tmp_path / "out.pth")
 
 
@@ -58,21 +58,21 @@ def test_alexnet_with_a_wrong_layer_is_rejected(tmp_path):
     state["features.0.weight"] = paddle.zeros([64, 1, 11, 11])
     path = tmp_path / "gray.pdparams"
     paddle.save(state, str(path))
-    with pytest.raises(CheckpointError, match=r"shape mismatch for features.0.weight: checkpoint \[64, 1, 11, 11\], model \[64, 3, 11, 11\]"):
+    with pytest.raises(WeightsError, match=r"shape mismatch for features.0.weight: checkpoint \[64, 1, 11, 11\], model \[64, 3, 11, 11\]"):
         convert_tool.convert(path, tmp_path / "out.pth")
 
 
 def test_num_classes_check(alexnet10_pdparams, tmp_path):
-    with pytest.raises(CheckpointError, match="has 10 classes, --num-classes asked for 1000"):
+    with pytest.raises(WeightsError, match="has 10 classes, --num-classes asked for 1000"):
         convert_tool.convert(alexnet10_pdparams, tmp_path / "out.pth", num_classes=1000)
 
 
 def test_missing_torch_is_explained(alexnet10_pdparams, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
-    with pytest.raises(CheckpointError, match="needs torch installed"):
+    with pytest.raises(WeightsError, match="needs torch installed"):
         convert_tool.convert(alexnet10_pdparams, tmp_path / "out.pth")
     (tmp_path / "in.pth").write_bytes(b"not read")
-    with pytest.raises(CheckpointError, match="needs torch installed"):
+    with pytest.raises(WeightsError, match="needs torch installed"):
         convert_tool.convert(tmp_path / "in.pth", tmp_path / "out.pdparams")
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlevision.models import MIN_INPUT_SIZE, AlexNet, alexnet, get_model
+import paddlevision.weights
+from paddlevision.models import MIN_INPUT_SIZE, AlexNet, alexnet, build_from_weights, get_model
 
 TORCHVISION_NAMES = [
     "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias",
@@ -75,3 +76,25 @@ def test_get_model_rejects_unknown_names():
         get_model("resnet")
     with pytest.raises(ValueError, match="num_classes"):
         alexnet(num_classes=0)
+
+
+def test_build_from_weights_reads_class_count(tmp_path):
+    model = AlexNet(num_classes=4)
+    weights = dict(model.state_dict())
+    paddle.save(weights, str(tmp_path / "plain.pdparams"))
+    built, meta = build_from_weights(tmp_path / "plain.pdparams")
+    assert meta["num_classes"] == 4 and built.num_classes == 4
+
+
+def test_pretrained_takes_a_file_or_the_published_weights(tmp_path, monkeypatch):
+    """torchvision's habit: alexnet(pretrained=...) returns the model with the weights in it."""
+    source = AlexNet(num_classes=4)
+    paddle.save(source.state_dict(), str(tmp_path / "a.pdparams"))
+    loaded = alexnet(pretrained=tmp_path / "a.pdparams", num_classes=4)
+    np.testing.assert_array_equal(loaded.classifier[6].bias.numpy(), source.classifier[6].bias.numpy())
+
+    downloads = []
+    monkeypatch.setattr(paddlevision.weights, "download",
+                        lambda url, sha256=None: downloads.append(url) or tmp_path / "a.pdparams")
+    alexnet(pretrained=True, num_classes=4)
+    assert downloads == [paddlevision.weights.KNOWN_WEIGHTS["alexnet"]["url"]]

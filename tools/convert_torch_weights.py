@@ -15,19 +15,20 @@ additionally insists on a class count.
 import argparse
 from pathlib import Path
 
-
 import numpy as np
 
-from paddlevision.checkpoint import (
+from paddlevision.checkpoint import atomic_save
+from paddlevision.models import AlexNet
+from paddlevision.weights import (
     META_KEY,
-    CheckpointError,
-    atomic_save,
+    TorchRequiredError,
+    WeightsError,
+    atomic_write,
     load_state_dict_checked,
     num_classes_of,
     paddle_to_torch_state_dict,
     read_weights,
 )
-from paddlevision.models import AlexNet
 
 TORCH_SUFFIXES = (".pth", ".pt")
 PADDLE_SUFFIXES = (".pdparams",)
@@ -46,17 +47,16 @@ def conversion_direction(src, dst):
 
 
 def check_alexnet_state_dict(state_dict, source, num_classes=None):
-    """Raise :class:`CheckpointError` unless ``state_dict`` (Paddle layout) is exactly an
-    AlexNet's; returns its class count."""
+    """The class count of ``state_dict`` (Paddle layout) if it is exactly an AlexNet's."""
     classes = num_classes_of(state_dict)
     if classes is None or "classifier.6.bias" not in state_dict:
-        raise CheckpointError(f"{source} is not an AlexNet state dict; its keys are: {', '.join(state_dict) or '(none)'}")
+        raise WeightsError(f"{source} is not an AlexNet state dict; its keys are: {', '.join(state_dict) or '(none)'}")
     if num_classes is not None and classes != num_classes:
-        raise CheckpointError(f"{source} has {classes} classes, --num-classes asked for {num_classes}")
+        raise WeightsError(f"{source} has {classes} classes, --num-classes asked for {num_classes}")
     try:
         load_state_dict_checked(AlexNet(num_classes=classes), state_dict, source=source)
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}; not an AlexNet state dict, its keys are: {', '.join(state_dict)}") from None
+    except WeightsError as err:
+        raise WeightsError(f"{err}; not an AlexNet state dict, its keys are: {', '.join(state_dict)}") from None
     return classes
 
 
@@ -64,9 +64,9 @@ def save_torch(state_dict, path):
     try:
         import torch
     except ImportError as err:
-        raise CheckpointError(f"writing {path} needs torch installed ({err})") from err
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({name: torch.from_numpy(array) for name, array in paddle_to_torch_state_dict(state_dict).items()}, path)
+        raise TorchRequiredError(f"writing {path} needs torch installed (pip install torch)") from err
+    with atomic_write(path) as tmp:
+        torch.save({name: torch.from_numpy(array) for name, array in paddle_to_torch_state_dict(state_dict).items()}, tmp)
 
 
 def convert(src, dst, num_classes=None):
@@ -74,13 +74,8 @@ def convert(src, dst, num_classes=None):
     src, dst = Path(src), Path(dst)
     direction = conversion_direction(src, dst)
     if not src.is_file():
-        raise CheckpointError(f"--src {src}: file not found")
-    try:
-        state_dict, _ = read_weights(src)
-    except CheckpointError:
-        raise
-    except Exception as err:  # torch.load raises many types for a file that is not a weights pickle
-        raise CheckpointError(f"cannot read weights from {src}: {err}") from err
+        raise WeightsError(f"--src {src}: file not found")
+    state_dict, _ = read_weights(src)
     classes = check_alexnet_state_dict(state_dict, src, num_classes)
     if direction == "torch2paddle":
         # The metadata lets predict/export/train build the right head without --num-classes.
@@ -103,7 +98,7 @@ def get_args_parser(add_help=True):
 def main(args):
     try:
         direction, classes, num_parameters = convert(args.src, args.dst, args.num_classes)
-    except CheckpointError as err:
+    except WeightsError as err:
         raise SystemExit(f"error: {err}")
     layout = "to [in, out]" if direction == "torch2paddle" else "to [out, in]"
     print(f"wrote {args.dst}: AlexNet, {classes} classes, {num_parameters:,} parameters "

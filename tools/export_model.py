@@ -11,11 +11,11 @@ writes ``inference.json`` + ``inference.pdiparams`` (``inference.pdmodel`` on Pa
 import argparse
 
 from paddlevision.batch_predict import str2bool
-from paddlevision.checkpoint import CheckpointError, build_from_checkpoint
 from paddlevision.device import DeviceError, setup_device
 from paddlevision.export import ExportError, export_inference_model, export_onnx
 from paddlevision.model_dir import write_metadata
-from paddlevision.models import MIN_INPUT_SIZE, list_models
+from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
+from paddlevision.weights import WeightsError
 
 
 def get_args_parser(add_help=True):
@@ -52,8 +52,8 @@ def main(args):
     except DeviceError as err:
         raise SystemExit(f"error: {err}")
     try:
-        model, meta = build_from_checkpoint(args.pretrained, model_name=args.model, num_classes=args.num_classes)
-    except CheckpointError as err:
+        model, meta = build_from_weights(args.pretrained, model_name=args.model, num_classes=args.num_classes)
+    except WeightsError as err:
         raise SystemExit(f"error: --pretrained: {err}")
     files = export_inference_model(model, args.save_inference_dir, args.img_size)
     metadata_file = write_metadata(

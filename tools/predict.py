@@ -8,12 +8,12 @@ names the class).
 import argparse
 
 # paddlevision before paddle: the package quiets paddle's import-time warning.
-from paddlevision.checkpoint import CheckpointError, build_from_checkpoint
 from paddlevision.device import DeviceError, setup_device
 from paddlevision.image import ImageDecodeError
 from paddlevision.labels import class_names_for
-from paddlevision.models import MIN_INPUT_SIZE, list_models
+from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.pipeline import Preprocessor, format_prediction, topk
+from paddlevision.weights import WeightsError
 
 import paddle
 
@@ -37,9 +37,9 @@ def main(args):
         raise SystemExit(f"error: --crop-size must be at least {MIN_INPUT_SIZE}, got {args.crop_size}")
     try:
         setup_device(args.device)
-        model, meta = build_from_checkpoint(args.pretrained, model_name=args.model, num_classes=args.num_classes)
+        model, meta = build_from_weights(args.pretrained, model_name=args.model, num_classes=args.num_classes)
         image = Preprocessor(args.resize_size, args.crop_size)(args.img_path)
-    except (CheckpointError, DeviceError, ImageDecodeError) as err:
+    except (WeightsError, DeviceError, ImageDecodeError) as err:
         raise SystemExit(f"error: {err}")
     except OSError as err:
         raise SystemExit(f"error: --img-path {args.img_path}: {err.strerror or err}")

@@ -10,6 +10,8 @@ import math
 import paddle
 from paddle import nn
 
+from paddlevision.weights import load_pretrained
+
 __all__ = ["AlexNet", "alexnet", "MIN_INPUT_SIZE"]
 
 # The smallest spatial size for which every pooling stage still has an output pixel.
@@ -88,12 +90,9 @@ class AlexNet(nn.Layer):
 
 
 def alexnet(pretrained=None, **kwargs):
-    """Build AlexNet; ``pretrained`` is a local ``.pdparams``/``.pth`` path, an http(s)
-    URL, or ``True`` for the reproduction's published weights (downloaded once into the
-    cache, see :mod:`paddlevision.checkpoint`)."""
+    """Build AlexNet; ``pretrained`` is anything :func:`paddlevision.weights.resolve_weights`
+    takes, or ``True`` for the reproduction's published weights."""
     model = AlexNet(**kwargs)
     if pretrained:
-        from paddlevision.checkpoint import load_pretrained
-
         load_pretrained(model, "alexnet" if pretrained is True else pretrained)
     return model

@@ -16,9 +16,9 @@ pytest.importorskip("torchvision", reason="torchvision's AlexNet is the referenc
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from paddlevision.checkpoint import load_state_dict_checked, paddle_to_torch_state_dict, torch_to_paddle_state_dict  # noqa: E402
 from paddlevision.models import AlexNet  # noqa: E402
 from paddlevision.optim import build_lr_scheduler, build_optimizer  # noqa: E402
+from paddlevision.weights import load_state_dict_checked, paddle_to_torch_state_dict, torch_to_paddle_state_dict  # noqa: E402
 
 NUM_CLASSES, BATCH, SIZE = 10, 4, 64
 STEPS_PER_EPOCH, EPOCHS = 2, 5  # 10 steps; StepLR(3) lowers the LR after step 6

@@ -14,9 +14,9 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from conftest import REPO_ROOT, run_script  # noqa: E402
 
-from paddlevision.checkpoint import load_state_dict_checked, torch_to_paddle_state_dict  # noqa: E402
 from paddlevision.models import AlexNet  # noqa: E402
 from paddlevision.pipeline import Preprocessor  # noqa: E402
+from paddlevision.weights import load_state_dict_checked, torch_to_paddle_state_dict  # noqa: E402
 
 # float32 sums of up to 9216 products in a different order: ~1e-7 relative per layer;
 # 1e-5 absolute leaves a wide margin yet catches any layout or layer mistake, which
