@@ -17,6 +17,7 @@ from paddlevision.device import DeviceError, setup_device
 from paddlevision.image import ImageDecodeError
 from paddlevision.models import get_model, list_models
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
+from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE, TRAIN_CROP_SIZE
 from paddlevision.weights import WeightsError, load_pretrained, load_state_dict_checked, read_weights
 
 import paddle
@@ -355,9 +356,9 @@ def get_args_parser(add_help=True):
                         help="float16 mixed precision (GPU only: Paddle's dygraph AMP does nothing on CPU)")
     parser.add_argument("--seed", default=None, type=int, help="seed for reproducible runs")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
-    parser.add_argument("--val-resize-size", default=256, type=int, help="evaluation resize (short side)")
-    parser.add_argument("--val-crop-size", default=224, type=int, help="evaluation center crop")
-    parser.add_argument("--train-crop-size", default=224, type=int, help="training random crop")
+    parser.add_argument("--val-resize-size", default=EVAL_RESIZE_SIZE, type=int, help="evaluation resize (short side)")
+    parser.add_argument("--val-crop-size", default=EVAL_CROP_SIZE, type=int, help="evaluation center crop")
+    parser.add_argument("--train-crop-size", default=TRAIN_CROP_SIZE, type=int, help="training random crop")
     return parser
 
 

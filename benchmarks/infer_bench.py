@@ -117,7 +117,7 @@ def torch_runner(threads):
 def engines(model_dir, threads):
     """``(engine, precision, mkldnn, run)`` for everything this machine can run."""
     for mkldnn in (True, False):
-        options = PredictorOptions(cpu_threads=threads, use_mkldnn=mkldnn)
+        options = PredictorOptions(cpu_threads=threads, use_onednn=mkldnn)
         yield "paddle_inference", "fp32", mkldnn, create_predictor(model_dir, options).run
     if cpu_supports_bf16():
         options = PredictorOptions(cpu_threads=threads, precision="bf16")

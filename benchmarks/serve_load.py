@@ -38,10 +38,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from paddlevision.batch_predict import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, expand_image_paths
+from paddlevision.batch_predict import expand_image_paths
 from paddlevision.datasets import extract_lite_data
 from paddlevision.inference import PredictorOptions, create_predictor
-from paddlevision.model_dir import find_paddle_model_files, read_metadata
+from paddlevision.model_dir import find_paddle_model_files, preprocess_sizes, read_metadata
 from paddlevision.pipeline import Preprocessor
 from paddlevision.serving.process import ServiceProcess
 from paddlevision.serving.protocol import build_request, parse_prediction
@@ -122,9 +122,7 @@ def offline_measurements(model_dir, images, args):
     """Reference results per image, and batch-32 images/s and batch-1 latency in ms, for
     the predictor alone and end to end (from encoded image to probabilities)."""
     metadata = read_metadata(model_dir)
-    preprocess = Preprocessor(
-        metadata.get("resize_size", DEFAULT_RESIZE_SIZE), metadata.get("img_size", DEFAULT_CROP_SIZE)
-    )
+    preprocess = Preprocessor(*preprocess_sizes(model_dir, metadata))
     predictor = create_predictor(model_dir, PredictorOptions(cpu_threads=args.cpu_threads))
     arrays = np.stack([preprocess(data) for data in images])
     references = []

@@ -1,6 +1,5 @@
-"""Export a trained model for deployment: a static Paddle graph for Paddle Inference and,
-through paddle2onnx, an ONNX model. The directory layout is :mod:`paddlevision.model_dir`'s.
-"""
+"""Export a trained model into a :mod:`paddlevision.model_dir` directory: a static Paddle
+graph for Paddle Inference and, through paddle2onnx, an ONNX model."""
 
 import os
 import tempfile
@@ -26,7 +25,7 @@ ONNX_OPSET = 11
 
 
 class ExportError(RuntimeError):
-    pass
+    """The ONNX conversion cannot run or failed."""
 
 
 def _remove_previous_export(save_dir):
@@ -36,15 +35,14 @@ def _remove_previous_export(save_dir):
         (save_dir / name).unlink(missing_ok=True)
 
 
-def export_inference_model(model, save_dir, img_size):
-    """Save ``model`` followed by a softmax, for inputs ``[N, 3, img_size, img_size]``
-    float32 named ``x`` with any batch size N. Returns the written
-    :class:`~paddlevision.model_dir.PaddleModelFiles`."""
+def export_inference_model(model, save_dir, crop_size):
+    """Save ``model`` followed by a softmax for float32 inputs ``x`` of shape
+    ``[N, 3, crop_size, crop_size]``, any N; returns the written ``PaddleModelFiles``."""
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     net = paddle.nn.Sequential(model, paddle.nn.Softmax(axis=-1))
-    input_spec = [paddle.static.InputSpec([None, 3, img_size, img_size], "float32", name=INPUT_NAME)]
+    input_spec = [paddle.static.InputSpec([None, 3, crop_size, crop_size], "float32", name=INPUT_NAME)]
     with tempfile.TemporaryDirectory(prefix=".export-", dir=save_dir) as staging:
         paddle.jit.save(net, path=str(Path(staging) / MODEL_PREFIX), input_spec=input_spec)
         # Only once tracing and saving succeeded does the new model replace the old one.

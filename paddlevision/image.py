@@ -1,8 +1,5 @@
-"""Image decoding shared by the datasets, the inference tools and deployment code.
-
-This module depends only on PIL and numpy (never paddle), so that deployment code can
-decode images exactly as training and evaluation did without importing the framework.
-"""
+"""Image decoding shared by the datasets, the inference tools and deployment code;
+PIL and numpy only, so deployment decodes exactly as training did without paddle."""
 
 import io
 import os
@@ -22,16 +19,12 @@ _HIGH_BIT_DEPTH_MODES = ("I", "F")
 
 
 def has_image_extension(filename):
-    """Whether ``filename`` ends with one of :data:`IMG_EXTENSIONS`, ignoring case."""
     return filename.lower().endswith(IMG_EXTENSIONS)
 
 
 class ImageDecodeError(ValueError):
-    """An image that exists but cannot be decoded (empty, not an image, truncated, too large).
-
-    ``name`` is the file path, or the caller-given name for ``bytes`` input, so that a
-    failing sample deep inside a data loader can be found on disk.
-    """
+    """An image that exists but cannot be decoded (empty, not an image, truncated, too
+    large); ``name`` is its path or the caller's name for bytes input."""
 
     def __init__(self, name, reason=None):
         # Paddle's DataLoader re-raises a worker's exception in the main process as
@@ -47,32 +40,19 @@ class ImageDecodeError(ValueError):
 
 
 class ImageTooLargeError(ImageDecodeError):
-    """An image refused for its pixel count before decoding (``max_pixels`` or PIL's
-    decompression-bomb limit): the input may be valid, just more than the caller accepts."""
+    """An image refused for its pixel count before decoding: it may be valid, just more
+    than the caller accepts."""
 
 
 def load_image(source, name=None, max_pixels=None):
-    """Decode an image file or encoded bytes into a fully loaded RGB ``PIL.Image``.
+    """A path or encoded bytes as a fully loaded RGB ``PIL.Image``, with torchvision's
+    ``pil_loader`` pixels for 8-bit modes; wider modes are rescaled, not clipped.
 
-    Args:
-        source: a path (``str`` or ``os.PathLike``) or the encoded image as ``bytes``.
-        name: how error messages refer to the image; defaults to the path, or to
-            ``"<bytes>"`` for bytes input.
-        max_pixels: if given, images with ``width * height > max_pixels`` are refused
-            from their header, before any pixel data is decoded.
-
-    Raises:
-        ImageDecodeError: empty input, data that is not an image, a truncated file, an
-            image over ``max_pixels`` or over PIL's own decompression-bomb limit, or a
-            mode that cannot be converted to RGB.
-        OSError: the file cannot be opened at all (missing, no permission); that is a
-            problem with the dataset's file list, not with the image.
-
-    The conversion matches torchvision's ``pil_loader`` (``img.convert("RGB")``) for
-    all 8-bit modes, so decoded pixels are identical to torchvision's. 16-bit and 32-bit
-    integer and float images are rescaled to 8 bit rather than clipped (see
-    :func:`_to_rgb`). EXIF orientation is deliberately not applied: torchvision does not
-    transpose either, and a model reproduced from torchvision must see the same pixels.
+    ``max_pixels`` refuses larger images from their header. Raises
+    :class:`ImageDecodeError` for anything wrong with the data, and ``OSError`` for a file
+    that cannot be opened (a problem with the file list, not with the image). EXIF
+    orientation is not applied: torchvision does not either, and the model must see the
+    same pixels.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         display_name = name if name is not None else "<bytes>"
@@ -111,9 +91,8 @@ def _decode(fp, display_name, max_pixels):
 
 
 def _check_pixel_count(img, display_name, max_pixels):
-    """Refuse from the header what would be too large to decode. PIL itself only warns
-    between its MAX_IMAGE_PIXELS and twice that, and turning that warning into an error
-    with the warnings module is not thread-safe, so the limit is compared here."""
+    # PIL only warns between MAX_IMAGE_PIXELS and twice that, and turning the warning into
+    # an error through the warnings module is not thread-safe: compare here.
     width, height = img.size
     limits = [(max_pixels, f"max_pixels={max_pixels}"), (Image.MAX_IMAGE_PIXELS, "PIL's decompression-bomb limit")]
     for limit, what in limits:
@@ -135,14 +114,9 @@ def _to_rgb(img, display_name):
 
 
 def _high_bit_depth_to_rgb(img):
-    """Scale a single-channel image wider than 8 bit to 8-bit grey, then to RGB.
-
-    ``I;16*`` modes are 16-bit by definition and map 0..65535 to 0..255. Mode ``I``
-    (32-bit int) and ``F`` (float) do not say their range, so the smallest of the usual
-    full scales that holds the data is used: 1.0 for floats in [0, 1] (normalised data),
-    255 for 8-bit data, otherwise 65535 (16-bit PNG/TIFF, which older Pillow versions
-    open as ``I``). Negative values, NaN and values above the full scale are clipped.
-    """
+    """Grey wider than 8 bit → 8-bit RGB. ``I`` and ``F`` do not say their range, so the
+    smallest usual full scale that holds the data is used: 1.0 (normalised floats), 255,
+    else 65535 (16-bit PNG/TIFF, which older Pillow opens as ``I``)."""
     values = np.asarray(img).astype(np.float64)
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     if img.mode.startswith("I;16"):

@@ -1,11 +1,5 @@
 """Paddle Inference predictors for models written by ``tools/export_model.py``.
 
-Creating a predictor (:func:`create_predictor`: options checked, graph optimised, weights
-loaded) is separate from running it (:meth:`Predictor.run`), so a server creates one
-predictor per worker at start-up and only runs it per request. One :class:`Predictor`
-may be shared by threads: its runs are serialised, because a Paddle predictor's input and
-output buffers belong to the instance.
-
 What runs is decided by small functions of their inputs (:func:`resolve_precision`,
 :func:`tensorrt_route`), so that the GPU decisions are tested on machines without one;
 each predictor's :attr:`Predictor.summary` says what actually engaged.
@@ -23,12 +17,14 @@ from paddle import inference as paddle_infer
 
 from paddlevision.device import cpu_vendor_and_flags, gpu_available, usable_cpu_count
 from paddlevision.model_dir import (
+    INPUT_NAME,
     MODEL_PREFIX,
     ModelDirError,
     PaddleModelFiles,
     find_paddle_model_files,
     graph_format,
     model_precision,
+    preprocess_sizes,
     read_metadata,
 )
 
@@ -56,10 +52,6 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TENSORRT_SUBGRAPHS = "Config.enable_tensorrt_engine"
 TENSORRT_CONVERT = "paddle.tensorrt.convert"
 
-# What the exporter writes by default, for directories exported without metadata.
-_DEFAULT_IMG_SIZE = 224
-_DEFAULT_INPUT_NAME = "x"
-
 
 class UnsupportedOptionError(ValueError):
     """A combination of options this machine, this Paddle build or this model cannot run."""
@@ -72,22 +64,22 @@ class PredictorOptions:
     gpu_id: int = 0
     use_tensorrt: bool = False
     precision: Optional[str] = None  # None: the precision the model records
-    use_mkldnn: bool = True  # oneDNN kernels on CPU
+    use_onednn: bool = True
     cpu_threads: Optional[int] = None  # None: every core this process may run on
     max_batch_size: int = 1  # upper end of TensorRT's dynamic batch range
 
 
 def cpu_supports_bf16():
-    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX) and in this Paddle build.
-    Without it oneDNN emulates bf16, which is slower than fp32."""
+    """Native bf16 arithmetic on this CPU and in this Paddle build; without it oneDNN
+    emulates bf16, slower than fp32."""
     native = bool({"avx512_bf16", "amx_bf16"} & cpu_vendor_and_flags()[1])
     return native and paddle.amp.is_bfloat16_supported("cpu")
 
 
 def resolve_precision(requested, model_precision, device, use_tensorrt):
     """The precision to run: ``requested`` (``None``: the model's) checked against the
-    precision the model's weights are stored in (``fp32``, or ``int8`` for a model
-    quantised beforehand), the device (``"cpu"``/``"gpu"``) and TensorRT.
+    model's stored precision (``fp32``, or ``int8`` if quantised beforehand), the device
+    (``"cpu"``/``"gpu"``) and TensorRT.
 
     int8 is only ever the precision of an int8 model. Paddle-TensorRT's one route from
     fp32 weights to int8, calibration mode (``enable_tensorrt_engine(use_calib_mode=True)``),
@@ -117,26 +109,22 @@ def resolve_precision(requested, model_precision, device, use_tensorrt):
         )
     if precision == "fp16" and not (device == "gpu" and use_tensorrt):
         raise UnsupportedOptionError(
-            "--precision fp16 runs through TensorRT only: pass --use-gpu True --use-tensorrt True "
+            "--precision fp16 runs through TensorRT only: pass --device gpu --use-tensorrt True "
             "(on CPU use fp32, or bf16 where the CPU supports it)"
         )
     if precision == "bf16" and device != "cpu":
-        raise UnsupportedOptionError("--precision bf16 runs on CPU through oneDNN only; use --use-gpu False")
+        raise UnsupportedOptionError("--precision bf16 runs on CPU through oneDNN only; use --device cpu")
     return precision
 
 
 def tensorrt_route(model_format, use_tensorrt):
-    """How TensorRT is engaged for a graph of ``model_format`` (:func:`graph_format`):
-    ``None`` without ``use_tensorrt``.
+    """How TensorRT is engaged for a graph of ``model_format``; ``None`` without it.
 
-    * ``"program"`` (legacy ``.pdmodel``): :data:`TENSORRT_SUBGRAPHS`. Its subgraph passes
-      (``kTRTSubgraphPasses``, installed by ``AnalysisConfig::Update``) rewrite ProgramDesc
-      graphs.
-    * ``"pir"`` (``.json``, what Paddle 3 exports): :data:`TENSORRT_CONVERT`, then a plain
-      GPU predictor on the converted graph. Paddle Inference reads a ``.json`` file as PIR
-      (``AnalysisPredictor::Init``) and optimises it with ``kPirGpuPasses`` in
-      ``OptimizeInferencePirProgram``, which never reads the TensorRT switch:
-      ``enable_tensorrt_engine`` on a PIR model would run plain GPU kernels without a word.
+    A legacy ``"program"`` goes through :data:`TENSORRT_SUBGRAPHS`, whose passes
+    (``kTRTSubgraphPasses``, installed by ``AnalysisConfig::Update``) rewrite ProgramDesc
+    graphs. A ``"pir"`` graph (Paddle 3's ``.json``) is optimised with ``kPirGpuPasses`` in
+    ``OptimizeInferencePirProgram``, which never reads the TensorRT switch, so it is
+    converted by :data:`TENSORRT_CONVERT` and run on a plain GPU predictor.
     """
     if not use_tensorrt:
         return None
@@ -151,17 +139,17 @@ def check_options(options, model_precision="fp32"):
     here or on this model."""
     if options.use_gpu and not gpu_available():
         raise UnsupportedOptionError(
-            "--use-gpu True: this Paddle build has no usable GPU "
-            f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use --use-gpu False"
+            "--device gpu: this Paddle build has no usable GPU "
+            f"(compiled with CUDA: {paddle.is_compiled_with_cuda()}); use --device cpu"
         )
     if options.use_tensorrt and not options.use_gpu:
-        raise UnsupportedOptionError("--use-tensorrt True needs --use-gpu True")
+        raise UnsupportedOptionError("--use-tensorrt True needs --device gpu")
     precision = resolve_precision(
         options.precision, model_precision, "gpu" if options.use_gpu else "cpu", options.use_tensorrt
     )
     if precision == "bf16":
-        if not options.use_mkldnn:
-            raise UnsupportedOptionError("--precision bf16 runs through oneDNN: pass --use-mkldnn True")
+        if not options.use_onednn:
+            raise UnsupportedOptionError("--precision bf16 runs through oneDNN: pass --use-onednn True")
         if not cpu_supports_bf16():
             raise UnsupportedOptionError(
                 "--precision bf16: this CPU has no native bf16 (avx512_bf16 or amx_bf16) or this Paddle build "
@@ -172,15 +160,15 @@ def check_options(options, model_precision="fp32"):
     return precision
 
 
-def _input_shapes(options, metadata):
+def _input_shapes(options, model_dir, metadata):
     """``(input name, (min, optimal, max) shapes)`` of TensorRT's dynamic batch range."""
-    img_size = metadata.get("img_size", _DEFAULT_IMG_SIZE)
-    image = (3, img_size, img_size)
-    return metadata.get("input_name", _DEFAULT_INPUT_NAME), ((1, *image), (options.max_batch_size, *image),
-                                                             (options.max_batch_size, *image))
+    _, crop_size = preprocess_sizes(model_dir, metadata)
+    image = (3, crop_size, crop_size)
+    largest = (options.max_batch_size, *image)
+    return metadata.get("input_name", INPUT_NAME), ((1, *image), largest, largest)
 
 
-def _enable_tensorrt_subgraphs(config, options, precision, metadata):
+def _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata):
     precisions = {
         "fp32": paddle_infer.PrecisionType.Float32,
         "fp16": paddle_infer.PrecisionType.Half,
@@ -195,20 +183,20 @@ def _enable_tensorrt_subgraphs(config, options, precision, metadata):
         # An int8 model carries its quantisation scales (see resolve_precision).
         use_calib_mode=False,
     )
-    name, (smallest, optimal, largest) = _input_shapes(options, metadata)
+    name, (smallest, optimal, largest) = _input_shapes(options, model_dir, metadata)
     config.set_trt_dynamic_shape_info({name: list(smallest)}, {name: list(largest)}, {name: list(optimal)})
 
 
-def _convert_for_tensorrt(files, options, precision, metadata, out_dir):
-    """The graph rewritten by ``paddle.tensorrt.convert`` into ``out_dir`` (TensorRT
-    engines in place of the subgraphs it can run) and how many engines it holds."""
+def _convert_for_tensorrt(files, options, precision, model_dir, metadata, out_dir):
+    """The graph rewritten by ``paddle.tensorrt.convert`` into ``out_dir`` and how many
+    TensorRT engines it holds."""
     try:
         from paddle.tensorrt.export import Input, PrecisionMode, TensorRTConfig, convert
     except ImportError as err:
         raise UnsupportedOptionError(
             f"--use-tensorrt: this Paddle build has no paddle.tensorrt ({err}); install a GPU build with TensorRT"
         ) from err
-    name, (smallest, optimal, largest) = _input_shapes(options, metadata)
+    name, (smallest, optimal, largest) = _input_shapes(options, model_dir, metadata)
     prefix = str(Path(out_dir) / MODEL_PREFIX)
     trt_config = TensorRTConfig(
         inputs=[Input(min_input_shape=smallest, optim_input_shape=optimal, max_input_shape=largest, name=name)],
@@ -228,7 +216,7 @@ def _convert_for_tensorrt(files, options, precision, metadata, out_dir):
 def _cpu_config(config, options, precision):
     config.disable_gpu()
     config.set_cpu_math_library_num_threads(options.cpu_threads or usable_cpu_count())
-    if options.use_mkldnn:
+    if options.use_onednn:
         config.enable_onednn()
         if precision == "bf16":
             config.enable_onednn_bfloat16()
@@ -237,8 +225,9 @@ def _cpu_config(config, options, precision):
 
 
 class Predictor:
-    """``run(batch NCHW float32) -> probabilities [N, num_classes]``; ``summary`` is one
-    line saying what engaged (device, threads, oneDNN, bf16, TensorRT, graph, precision)."""
+    """``run(batch NCHW float32) -> probabilities [N, num_classes]``; ``summary`` says what
+    engaged. Threads may share one: runs are serialised, as a Paddle predictor's input and
+    output buffers belong to the instance."""
 
     def __init__(self, paddle_predictor, summary):
         self._predictor = paddle_predictor
@@ -258,7 +247,7 @@ class Predictor:
 
 def create_predictor(model_dir, options=None):
     """A :class:`Predictor` for the model in ``model_dir``; ``ModelDirError`` or
-    :class:`UnsupportedOptionError` (naming the flag) when it cannot be created."""
+    :class:`UnsupportedOptionError` when it cannot be created."""
     options = options or PredictorOptions()
     files = find_paddle_model_files(model_dir)
     metadata = read_metadata(model_dir)
@@ -268,13 +257,13 @@ def create_predictor(model_dir, options=None):
     with tempfile.TemporaryDirectory(prefix="paddle-tensorrt-") as converted_dir:
         run_files, engines = files, 0
         if route == TENSORRT_CONVERT:
-            run_files, engines = _convert_for_tensorrt(files, options, precision, metadata, converted_dir)
+            run_files, engines = _convert_for_tensorrt(files, options, precision, model_dir, metadata, converted_dir)
         config = paddle_infer.Config(run_files.model_file, run_files.params_file)
         config.disable_glog_info()
         if options.use_gpu:
             config.enable_use_gpu(options.gpu_mem, options.gpu_id)
             if route == TENSORRT_SUBGRAPHS:
-                _enable_tensorrt_subgraphs(config, options, precision, metadata)
+                _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata)
                 if not config.tensorrt_engine_enabled():
                     raise UnsupportedOptionError("--use-tensorrt: Paddle Inference did not enable TensorRT")
         else:

@@ -1,17 +1,16 @@
-"""The inference pipeline shared by tools/predict.py, Paddle Inference, ONNX Runtime and
-the HTTP service: decode → resize short side → center crop → normalise → CHW, then
-top-k and the printed line. Paddle-free, so deployment stays light."""
+"""Inference pre- and postprocessing shared by tools/predict.py, both runners and the HTTP
+service: the evaluation preset, top-k and the printed line. Paddle-free."""
 
 import numpy as np
 
 from paddlevision.image import load_image
-from paddlevision.transforms import ClassificationPresetEval
+from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE, ClassificationPresetEval
 
 
 class Preprocessor:
-    """Image (path or bytes) → float32 CHW array, exactly the evaluation preset."""
+    """Image (path or bytes) → float32 CHW array through the evaluation preset."""
 
-    def __init__(self, resize_size=256, crop_size=224, max_pixels=None):
+    def __init__(self, resize_size=EVAL_RESIZE_SIZE, crop_size=EVAL_CROP_SIZE, max_pixels=None):
         self.transform = ClassificationPresetEval(crop_size=crop_size, resize_size=resize_size)
         self.max_pixels = max_pixels
 

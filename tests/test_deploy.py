@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, load_script, run_script
 from paddlevision import inference, model_dir
-from paddlevision.batch_predict import BatchJob, add_batch_arguments, expand_image_paths, str2bool
+from paddlevision.batch_predict import NoImagesError, expand_image_paths, image_batches
 from paddlevision.device import usable_cpu_count
 from paddlevision.image import load_image
 from paddlevision.inference import (
@@ -34,6 +34,7 @@ from paddlevision.inference import (
 )
 from paddlevision.pipeline import Preprocessor
 from paddlevision.transforms import ClassificationPresetEval
+from paddlevision_cli import BatchJob, add_batch_arguments, str2bool
 from peaked_model import save_peaked_weights
 
 DEMO = "images/demo.jpg"
@@ -87,7 +88,7 @@ def expected(fitted):
 def exported(weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "alexnet_infer"
     result = run_script(
-        "tools/export_model.py", "--pretrained", weights, "--save-inference-dir", out, "--onnx", "--device", "cpu"
+        "tools/export_model.py", "--pretrained", weights, "--model-dir", out, "--onnx", "--device", "cpu"
     )
     assert f"saved ONNX model to {out / 'inference.onnx'}" in result.stdout
     return out
@@ -111,7 +112,8 @@ def test_export_writes_graph_weights_onnx_and_metadata(exported):
     assert files.model_file.endswith("inference.json")  # Paddle 3 writes PIR graphs
     assert (exported / "inference.onnx").is_file()
     metadata = json.loads((exported / "inference_meta.json").read_text())
-    assert metadata["num_classes"] == 4 and metadata["img_size"] == 224 and metadata["resize_size"] == 256
+    # torchvision's published evaluation sizes for AlexNet: resize 256, crop 224.
+    assert metadata["num_classes"] == 4 and metadata["crop_size"] == 224 and metadata["resize_size"] == 256
     assert metadata["class_names"] is None and metadata["precision"] == "fp32"
 
 
@@ -241,7 +243,58 @@ def test_str2bool_rejects_anything_else(text):
 
 def test_bool_flags_take_tipc_style_values(tmp_path):
     args = runner_args(paddle_infer, tmp_path, "--use-gpu=False", "--use-mkldnn=false", "--benchmark")
-    assert (args.use_gpu, args.use_mkldnn, args.benchmark) == (False, False, True)
+    assert (args.device, args.use_onednn, args.benchmark) == ("cpu", False, True)
+
+
+@pytest.mark.parametrize(
+    "flags, use_gpu, gpu_id",
+    [
+        (["--device", "cpu"], False, 0),
+        (["--use-gpu", "True"], True, 0),
+        (["--use-gpu"], True, 0),
+        (["--device", "gpu:1"], True, 1),
+        # --use-gpu is --device's other spelling: the last one given wins.
+        (["--device", "cpu", "--use-gpu", "True"], True, 0),
+        (["--use-gpu", "True", "--device", "cpu"], False, 0),
+    ],
+)
+def test_device_and_the_references_use_gpu(flags, use_gpu, gpu_id, tmp_path):
+    options = paddle_infer.predictor_options(runner_args(paddle_infer, tmp_path, *flags))
+    assert (options.use_gpu, options.gpu_id) == (use_gpu, gpu_id)
+
+
+def test_device_defaults_to_gpu_when_there_is_one(tmp_path, monkeypatch):
+    args = runner_args(paddle_infer, tmp_path)
+    assert paddle_infer.predictor_options(args).use_gpu is False  # this machine has no GPU
+    monkeypatch.setattr(paddle_infer, "default_device", lambda: "gpu")
+    assert paddle_infer.predictor_options(args).use_gpu is True
+
+
+@pytest.mark.parametrize("flags, message", [(["--device", "tpu"], "--device: expected cpu, gpu or gpu:N"),
+                                            (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+                                            (["--use-gpu", "maybe"], "--use-gpu: expected True or False")])
+def test_bad_runner_flags_are_usage_errors(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        runner_args(paddle_infer, tmp_path, *flags)
+    assert message in capsys.readouterr().err
+
+
+def test_export_accepts_the_references_flag_names(tmp_path):
+    parse = export_model.get_args_parser().parse_args
+    ours = parse(["--pretrained", "w", "--model-dir", str(tmp_path), "--crop-size", "96"])
+    reference = parse(["--pretrained", "w", "--save-inference-dir", str(tmp_path), "--img-size", "96"])
+    assert vars(ours) == vars(reference)
+    assert (ours.model_dir, ours.crop_size) == (str(tmp_path), 96)
+
+
+def test_cli_defaults_are_the_published_eval_sizes(tmp_path):
+    """torchvision evaluates AlexNet at resize 256, center crop 224; so do the tools, and
+    the runners for a model directory that does not record its sizes."""
+    predict_args = load_script("tools/predict.py").get_args_parser().parse_args(["--pretrained", "w"])
+    export_args = export_model.get_args_parser().parse_args(["--pretrained", "w"])
+    assert (predict_args.resize_size, predict_args.crop_size) == (256, 224)
+    assert (export_args.resize_size, export_args.crop_size) == (256, 224)
+    assert model_dir.preprocess_sizes(tmp_path, {}) == (256, 224)
 
 
 @pytest.mark.parametrize(
@@ -249,8 +302,8 @@ def test_bool_flags_take_tipc_style_values(tmp_path):
     [
         (PredictorOptions(precision="fp16"), "TensorRT only"),
         (PredictorOptions(precision="int8"), "needs a model quantised to int8 beforehand"),
-        (PredictorOptions(use_tensorrt=True), "needs --use-gpu True"),
-        (PredictorOptions(precision="bf16", use_mkldnn=False), "through oneDNN"),
+        (PredictorOptions(use_tensorrt=True), "needs --device gpu"),
+        (PredictorOptions(precision="bf16", use_onednn=False), "through oneDNN: pass --use-onednn True"),
         (PredictorOptions(precision="fp64"), "must be one of"),
     ],
 )
@@ -398,7 +451,7 @@ def fake_model_dir(path, graph_name, metadata):
 
 def test_tensorrt_on_a_pir_model_converts_it_and_says_so(tmp_path, monkeypatch):
     configs, conversions = fake_gpu_build(monkeypatch, trt_engines=2)
-    model = fake_model_dir(tmp_path / "m", "inference.json", {"img_size": 224, "input_name": "x"})
+    model = fake_model_dir(tmp_path / "m", "inference.json", {"crop_size": 224, "input_name": "x"})
     options = PredictorOptions(use_gpu=True, use_tensorrt=True, precision="fp16", max_batch_size=8)
     predictor = inference.create_predictor(model, options)
     [(model_file, trt_config)] = conversions
@@ -424,7 +477,8 @@ def test_tensorrt_that_converts_nothing_is_an_error_not_plain_gpu(tmp_path, monk
 
 def test_tensorrt_on_a_legacy_program_uses_subgraphs_without_calibration(tmp_path, monkeypatch):
     configs, conversions = fake_gpu_build(monkeypatch, trt_engines=0)
-    model = fake_model_dir(tmp_path / "m", "inference.pdmodel", {"img_size": 224, "precision": "int8"})
+    # Written before the crop size had one name: img_size.
+    model = fake_model_dir(tmp_path / "m", "inference.pdmodel", {"img_size": 200, "precision": "int8"})
     predictor = inference.create_predictor(model, PredictorOptions(use_gpu=True, use_tensorrt=True))
     assert conversions == []
     [config] = configs
@@ -432,6 +486,7 @@ def test_tensorrt_on_a_legacy_program_uses_subgraphs_without_calibration(tmp_pat
     # Calibration mode would run fp32 (see resolve_precision); an int8 model has its scales.
     assert trt_kwargs["use_calib_mode"] is False
     assert trt_kwargs["precision_mode"] == inference.paddle_infer.PrecisionType.Int8
+    assert config.calls["set_trt_dynamic_shape_info"][0][0] == {"x": [1, 3, 200, 200]}
     assert predictor.summary.startswith("Paddle Inference: GPU 0, TensorRT on through Config.enable_tensorrt_engine;")
     assert predictor.summary.endswith("(program, int8)")
 
@@ -442,11 +497,12 @@ def test_gpu_refused_without_one():
         check_options(PredictorOptions(use_gpu=True))
 
 
-@pytest.mark.parametrize("flags, message", [(["--img-size", "62"], "--img-size must be at least 63"),
-                                            (["--img-size", "288"], "--resize-size (256) must be at least --img-size")])
-def test_export_rejects_bad_sizes(flags, message, weights):
-    args = export_model.get_args_parser().parse_args(["--pretrained", str(weights), *flags])
-    with pytest.raises(SystemExit, match=re.escape(message)):
+def test_export_rejects_bad_sizes(weights, capsys):
+    with pytest.raises(SystemExit):
+        export_model.get_args_parser().parse_args(["--pretrained", str(weights), "--img-size", "62"])
+    assert "argument --crop-size/--img-size: must be at least 63, got 62" in capsys.readouterr().err
+    args = export_model.get_args_parser().parse_args(["--pretrained", str(weights), "--crop-size", "288"])
+    with pytest.raises(SystemExit, match=re.escape("--resize-size (256) must be at least --crop-size (288)")):
         export_model.main(args)
 
 
@@ -470,7 +526,7 @@ def fake_job(tmp_path, img_path, *flags, metadata=None):
 def test_class_names_from_metadata_and_batch_sizes(tmp_path, capsys):
     paths = write_images(tmp_path, 5)
     job = fake_job(tmp_path, tmp_path, "--batch-size", "2",
-                   metadata={"img_size": 224, "resize_size": 256, "class_names": ["a", "b", "c"]})
+                   metadata={"crop_size": 224, "resize_size": 256, "class_names": ["a", "b", "c"]})
     batch_sizes = []
 
     def predict(batch):
@@ -484,14 +540,38 @@ def test_class_names_from_metadata_and_batch_sizes(tmp_path, capsys):
     assert lines == [f"image_name: {p}, class_id: 1, prob: 0.7, class_name: b" for p in paths]
 
 
-def test_crop_size_must_match_the_export(tmp_path):
+@pytest.mark.parametrize("key", ["crop_size", "img_size"])  # img_size: exports before the rename
+def test_crop_size_must_match_the_export(key, tmp_path):
     with pytest.raises(SystemExit, match="exported for 224x224 inputs"):
-        fake_job(tmp_path, DEMO, "--crop-size", "200", metadata={"img_size": 224, "resize_size": 256})
+        fake_job(tmp_path, DEMO, "--crop-size", "200", metadata={key: 224, "resize_size": 256})
 
 
 def test_no_images_found_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no image files found"):
+    with pytest.raises(NoImagesError, match="no image files found"):
         expand_image_paths(str(tmp_path / "*.jpg"))
+
+
+def test_unreadable_images_come_back_as_values(tmp_path):
+    good = write_images(tmp_path, 3)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    missing = str(tmp_path / "missing.png")
+    paths = [good[0], str(bad), good[1], missing, good[2]]
+    batches = list(image_batches(paths, Preprocessor(72, 64), 2))
+    assert [batch.paths for batch in batches] == [[good[0], good[1]], [good[2]]]
+    assert [batch.images.shape for batch in batches] == [(2, 3, 64, 64), (1, 3, 64, 64)]
+    assert batches[0].errors == [f"cannot decode image {bad}: not an image in a format PIL can read"]
+    assert batches[1].errors == [f"cannot read image {missing}: No such file or directory"]
+    [only_bad] = list(image_batches([str(bad)], Preprocessor(72, 64), 2))
+    assert only_bad.paths == [] and only_bad.images is None and len(only_bad.errors) == 1
+
+
+def test_corrupt_onnx_model_is_a_model_dir_error(tmp_path):
+    from paddlevision.onnx_predictor import create_onnx_predictor
+
+    (tmp_path / "inference.onnx").write_bytes(b"not onnx")
+    with pytest.raises(model_dir.ModelDirError, match=f"ONNX Runtime cannot load {re.escape(str(tmp_path))}"):
+        create_onnx_predictor(tmp_path)
 
 
 def test_preprocessor_equals_the_eval_preset(tmp_path):
@@ -504,7 +584,8 @@ def test_preprocessor_equals_the_eval_preset(tmp_path):
 
 def test_deployment_modules_do_not_import_paddle():
     code = (
-        "import sys; import paddlevision.pipeline, paddlevision.batch_predict, paddlevision.onnx_predictor; "
+        "import sys; import paddlevision.pipeline, paddlevision.batch_predict, paddlevision.onnx_predictor, "
+        "paddlevision.model_dir, paddlevision_cli; "
         "assert not any(m == 'paddle' or m.startswith('paddle.') for m in sys.modules), 'paddle imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
@@ -517,7 +598,7 @@ def test_failed_export_keeps_the_previous_one(tmp_path, monkeypatch):
     from paddlevision.models import AlexNet
 
     model = AlexNet(num_classes=2)
-    export_inference_model(model, tmp_path, img_size=64)
+    export_inference_model(model, tmp_path, crop_size=64)
     before = sorted(p.name for p in tmp_path.iterdir())
 
     def failing_save(*args, **kwargs):
@@ -525,5 +606,5 @@ def test_failed_export_keeps_the_previous_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(paddle.jit, "save", failing_save)
     with pytest.raises(RuntimeError, match="tracing failed"):
-        export_inference_model(model, tmp_path, img_size=64)
+        export_inference_model(model, tmp_path, crop_size=64)
     assert sorted(p.name for p in tmp_path.iterdir()) == before

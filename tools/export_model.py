@@ -1,52 +1,44 @@
 """Export trained weights for deployment (Paddle Inference, and ONNX with --onnx).
 
-    python tools/export_model.py --pretrained ./output/latest.pdparams --save-inference-dir ./alexnet_infer --onnx
+    python tools/export_model.py --pretrained ./output/latest.pdparams --model-dir ./alexnet_infer --onnx
 
-writes ``inference.json`` + ``inference.pdiparams`` (``inference.pdmodel`` on Paddle
-2.x), ``inference_meta.json`` (input and preprocessing sizes, class names) and, with
-``--onnx``, ``inference.onnx``. The graph ends in a softmax and takes a float32 batch
-``x`` of shape ``[N, 3, img_size, img_size]``, any N.
+writes the graph (ending in a softmax, input ``x`` of shape ``[N, 3, crop, crop]``), its
+weights, ``inference_meta.json`` (preprocessing sizes, class names) and, with ``--onnx``,
+``inference.onnx``.
 """
 
 import argparse
 
-from paddlevision.batch_predict import str2bool
 from paddlevision.device import DeviceError, setup_device
 from paddlevision.export import ExportError, export_inference_model, export_onnx
 from paddlevision.model_dir import write_metadata
 from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
+from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
+from paddlevision_cli import add_bool_argument, add_device_argument, at_least
 
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="Export AlexNet for inference", add_help=add_help)
     parser.add_argument("--pretrained", required=True, help="weights: .pdparams/.pth path, http(s) URL or 'alexnet'")
     parser.add_argument("--model", default=None, choices=list_models(), help="model name (default: from the checkpoint)")
-    parser.add_argument("--num-classes", default=None, type=int, help="only for checkpoints that do not record it")
-    parser.add_argument("--img-size", default=224, type=int, help="input height and width of the exported model")
-    parser.add_argument("--resize-size", default=256, type=int, help="short-side resize the runners apply before cropping")
-    parser.add_argument("--save-inference-dir", default="./alexnet_infer", help="output directory")
-    parser.add_argument(
-        "--onnx", default=False, type=str2bool, nargs="?", const=True, help="also write inference.onnx (paddle2onnx)"
-    )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="device to trace the model on")
+    parser.add_argument("--num-classes", default=None, type=at_least(1), help="only for checkpoints that do not record it")
+    parser.add_argument("--crop-size", "--img-size", default=EVAL_CROP_SIZE, type=at_least(MIN_INPUT_SIZE),
+                        help="input height and width of the exported model")
+    parser.add_argument("--resize-size", default=EVAL_RESIZE_SIZE, type=int,
+                        help="short-side resize the runners apply before cropping")
+    parser.add_argument("--model-dir", "--save-inference-dir", default="./alexnet_infer", help="output directory")
+    add_bool_argument(parser, "--onnx", default=False, help="also write inference.onnx (paddle2onnx)")
+    add_device_argument(parser, default="cpu")
     return parser
 
 
-def check_args(args):
-    if args.img_size < MIN_INPUT_SIZE:
-        raise SystemExit(f"error: --img-size must be at least {MIN_INPUT_SIZE} for AlexNet, got {args.img_size}")
-    if args.resize_size < args.img_size:
-        raise SystemExit(
-            f"error: --resize-size ({args.resize_size}) must be at least --img-size ({args.img_size}): "
-            "the runners center-crop img-size pixels out of the resized image"
-        )
-    if args.num_classes is not None and args.num_classes < 1:
-        raise SystemExit(f"error: --num-classes must be a positive integer, got {args.num_classes}")
-
-
 def main(args):
-    check_args(args)
+    if args.resize_size < args.crop_size:
+        raise SystemExit(
+            f"error: --resize-size ({args.resize_size}) must be at least --crop-size ({args.crop_size}): "
+            "the runners center-crop the crop size out of the resized image"
+        )
     try:
         setup_device(args.device)
     except DeviceError as err:
@@ -55,12 +47,12 @@ def main(args):
         model, meta = build_from_weights(args.pretrained, model_name=args.model, num_classes=args.num_classes)
     except WeightsError as err:
         raise SystemExit(f"error: --pretrained: {err}")
-    files = export_inference_model(model, args.save_inference_dir, args.img_size)
+    files = export_inference_model(model, args.model_dir, args.crop_size)
     metadata_file = write_metadata(
-        args.save_inference_dir,
+        args.model_dir,
         model_name=args.model or meta.get("model", "alexnet"),
         num_classes=meta["num_classes"],
-        img_size=args.img_size,
+        crop_size=args.crop_size,
         resize_size=args.resize_size,
         class_names=meta.get("class_names"),
     )
@@ -68,7 +60,7 @@ def main(args):
     print(f"saved metadata to {metadata_file}")
     if args.onnx:
         try:
-            onnx_file = export_onnx(args.save_inference_dir)
+            onnx_file = export_onnx(args.model_dir)
         except ExportError as err:
             raise SystemExit(f"error: --onnx: {err}")
         print(f"saved ONNX model to {onnx_file}")

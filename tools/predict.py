@@ -13,7 +13,9 @@ from paddlevision.image import ImageDecodeError
 from paddlevision.labels import class_names_for
 from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.pipeline import Preprocessor, format_prediction, topk
+from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
+from paddlevision_cli import add_device_argument, at_least
 
 import paddle
 
@@ -23,18 +25,16 @@ def get_args_parser(add_help=True):
     parser.add_argument("--pretrained", required=True, help="weights: .pdparams/.pth path, http(s) URL or 'alexnet'")
     parser.add_argument("--img-path", default="images/demo.jpg", help="image to classify")
     parser.add_argument("--model", default=None, choices=list_models(), help="model name (default: from the checkpoint)")
-    parser.add_argument("--device", default=None, help="gpu or cpu (default: gpu when available)")
-    parser.add_argument("--num-classes", default=None, type=int, help="only for checkpoints that do not record it")
-    parser.add_argument("--resize-size", default=256, type=int, help="resize of the short side")
-    parser.add_argument("--crop-size", default=224, type=int, help="center crop")
-    parser.add_argument("--topk", default=1, type=int, help="print the k most likely classes")
+    add_device_argument(parser)
+    parser.add_argument("--num-classes", default=None, type=at_least(1), help="only for checkpoints that do not record it")
+    parser.add_argument("--resize-size", default=EVAL_RESIZE_SIZE, type=at_least(1), help="resize of the short side")
+    parser.add_argument("--crop-size", default=EVAL_CROP_SIZE, type=at_least(MIN_INPUT_SIZE), help="center crop")
+    parser.add_argument("--topk", default=1, type=at_least(1), help="print the k most likely classes")
     return parser
 
 
 @paddle.no_grad()
 def main(args):
-    if args.crop_size < MIN_INPUT_SIZE:
-        raise SystemExit(f"error: --crop-size must be at least {MIN_INPUT_SIZE}, got {args.crop_size}")
     try:
         setup_device(args.device)
         model, meta = build_from_weights(args.pretrained, model_name=args.model, num_classes=args.num_classes)

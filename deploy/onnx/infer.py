@@ -1,18 +1,17 @@
-"""Classify images with an exported model on ONNX Runtime (CPU).
+"""Classify images with an exported model on ONNX Runtime (CPU); needs onnxruntime, not paddle.
 
-    python tools/export_model.py --pretrained ./output/latest.pdparams --save-inference-dir ./alexnet_infer --onnx
+    python tools/export_model.py --pretrained ./output/latest.pdparams --model-dir ./alexnet_infer --onnx
     python deploy/onnx/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
-prints the same lines as deploy/py_inference/infer.py and takes the same image, batch
-and benchmark flags. Needs onnxruntime, not paddle.
+prints the same lines as deploy/py_inference/infer.py and takes its image, batch and
+benchmark flags.
 """
 
 import argparse
 import sys
 
-
-from paddlevision.batch_predict import BatchJob, add_batch_arguments
 from paddlevision.model_dir import ModelDirError
-from paddlevision.onnx_predictor import create_onnx_predictor
+from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
+from paddlevision_cli import BatchJob, add_batch_arguments
 
 
 def get_args_parser(add_help=True):
@@ -25,7 +24,7 @@ def main(args):
     job = BatchJob(args)
     try:
         predictor = create_onnx_predictor(args.model_dir, cpu_threads=args.cpu_threads)
-    except (ModelDirError, ValueError, RuntimeError) as err:
+    except (ModelDirError, OnnxRuntimeMissingError) as err:
         raise SystemExit(f"error: {err}")
     return job.run(predictor.run)
 

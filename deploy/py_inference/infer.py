@@ -2,33 +2,30 @@
 
     python deploy/py_inference/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
 prints ``image_name: ./images/demo.jpg, class_id: N, prob: P`` per image on stdout, and on
-stderr one line saying what engaged (device, threads, oneDNN, bf16, TensorRT). ``--img-path``
-takes a file, a directory (searched recursively, so a class-folder data set works) or a
-glob; boolean flags take ``True``/``False`` as TIPC passes them (``--use-gpu=False``). The
-exit status is 1 if any image could not be read.
+stderr one line saying what engaged. ``--img-path`` takes a file, a directory (searched
+recursively) or a glob. The exit status is 1 if any image could not be read.
 """
 
 import argparse
 import sys
 
-
-from paddlevision.batch_predict import BatchJob, add_batch_arguments, add_bool_argument
+from paddlevision.device import default_device
 from paddlevision.inference import (
     PRECISIONS,
     ModelDirError,
     PredictorOptions,
     UnsupportedOptionError,
     create_predictor,
-    gpu_available,
 )
+from paddlevision_cli import BatchJob, add_batch_arguments, add_bool_argument, add_device_argument
 
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="AlexNet inference with Paddle Inference", add_help=add_help)
     add_batch_arguments(parser)
-    add_bool_argument(parser, "--use-gpu", None, "run on the GPU (default: True when one is available)")
+    add_device_argument(parser, use_gpu_alias=True)
     parser.add_argument("--gpu-mem", default=8000, type=int, help="MB of GPU memory to reserve up front")
-    add_bool_argument(parser, "--use-tensorrt", False, "run through TensorRT (GPU only)")
+    add_bool_argument(parser, "--use-tensorrt", default=False, help="run through TensorRT (GPU only)")
     parser.add_argument(
         "--precision",
         default=None,
@@ -36,24 +33,29 @@ def get_args_parser(add_help=True):
         help="default: the model's (fp32 for exported fp32 weights); fp16: TensorRT; bf16: CPU with oneDNN; "
         "int8: only a model quantised beforehand",
     )
-    add_bool_argument(parser, "--use-mkldnn", True, "use oneDNN kernels on CPU")
+    add_bool_argument(parser, "--use-onednn", "--use-mkldnn", default=True, help="use oneDNN kernels on CPU")
     return parser
+
+
+def predictor_options(args):
+    device = args.device or default_device()
+    kind, _, card = device.partition(":")
+    return PredictorOptions(
+        use_gpu=kind == "gpu",
+        gpu_id=int(card or 0),
+        gpu_mem=args.gpu_mem,
+        use_tensorrt=args.use_tensorrt,
+        precision=args.precision,
+        use_onednn=args.use_onednn,
+        cpu_threads=args.cpu_threads,
+        max_batch_size=args.batch_size,
+    )
 
 
 def main(args):
     job = BatchJob(args)
-    use_gpu = gpu_available() if args.use_gpu is None else args.use_gpu
-    options = PredictorOptions(
-        use_gpu=use_gpu,
-        gpu_mem=args.gpu_mem,
-        use_tensorrt=args.use_tensorrt,
-        precision=args.precision,
-        use_mkldnn=args.use_mkldnn,
-        cpu_threads=args.cpu_threads,
-        max_batch_size=args.batch_size,
-    )
     try:
-        predictor = create_predictor(args.model_dir, options)
+        predictor = create_predictor(args.model_dir, predictor_options(args))
     except (ModelDirError, UnsupportedOptionError) as err:
         raise SystemExit(f"error: {err}")
     print(predictor.summary, file=sys.stderr, flush=True)

@@ -22,9 +22,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paddlevision import inference
-from paddlevision.batch_predict import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE
 from paddlevision.image import ImageDecodeError, ImageTooLargeError
-from paddlevision.model_dir import model_precision, read_metadata
+from paddlevision.model_dir import model_precision, preprocess_sizes, read_metadata
 from paddlevision.pipeline import Preprocessor, topk
 from paddlevision.serving.batching import DynamicBatcher, QueueFullError
 from paddlevision.serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
@@ -50,7 +49,7 @@ def predictor_options(config):
     return inference.PredictorOptions(
         use_gpu=config.device == "gpu",
         gpu_id=config.gpu_id,
-        use_mkldnn=config.use_mkldnn,
+        use_onednn=config.use_mkldnn,
         cpu_threads=config.cpu_threads,
         max_batch_size=config.max_batch_size,
     )
@@ -64,10 +63,8 @@ def create_app(config):
     inference.find_paddle_model_files(config.model_dir)
     metadata = read_metadata(config.model_dir)
     inference.check_options(options, model_precision(config.model_dir, metadata))
-    img_size = metadata.get("img_size", DEFAULT_CROP_SIZE)
-    preprocessor = Preprocessor(
-        metadata.get("resize_size", DEFAULT_RESIZE_SIZE), img_size, max_pixels=config.max_image_pixels
-    )
+    resize_size, img_size = preprocess_sizes(config.model_dir, metadata)
+    preprocessor = Preprocessor(resize_size, img_size, max_pixels=config.max_image_pixels)
     metrics = ServingMetrics()
     def create_predictor():
         predictor = inference.create_predictor(config.model_dir, options)

@@ -16,7 +16,21 @@ from .transforms import (
     ToNormalizedArray,
 )
 
-__all__ = ["ClassificationPresetTrain", "ClassificationPresetEval", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "ClassificationPresetTrain",
+    "ClassificationPresetEval",
+    "EVAL_CROP_SIZE",
+    "EVAL_RESIZE_SIZE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TRAIN_CROP_SIZE",
+]
+
+# The recipe's image sizes for AlexNet (torchvision's AlexNet_Weights.IMAGENET1K_V1):
+# the one place they are defined; the export metadata carries the eval sizes to deployment.
+TRAIN_CROP_SIZE = 224
+EVAL_RESIZE_SIZE = 256
+EVAL_CROP_SIZE = 224
 
 # ImageNet channel statistics (RGB, on the [0, 1] scale) used by torchvision's pretrained weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +48,7 @@ class ClassificationPresetTrain:
 
     def __init__(
         self,
-        crop_size=224,
+        crop_size=TRAIN_CROP_SIZE,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         interpolation="bilinear",
@@ -71,8 +85,8 @@ class ClassificationPresetEval:
 
     def __init__(
         self,
-        crop_size=224,
-        resize_size=256,
+        crop_size=EVAL_CROP_SIZE,
+        resize_size=EVAL_RESIZE_SIZE,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         interpolation="bilinear",
