@@ -205,6 +205,19 @@ def test_readme_commands_as_pasted_with_the_shipped_config(exported, expected, t
     assert f"Paddle Inference: CPU, {threads} thread{'s' if threads > 1 else ''}, oneDNN on, bf16 off" in server.log()
 
 
+def test_client_waits_through_start_up_when_keep_alive_expires(exported, expected, tmp_path):
+    """Loading the model stalls the service's event loop past a short keep-alive timeout, so
+    the connection the waiting client reuses is closed under its next request (a reset)."""
+    server = ServiceProcess("--model-dir", exported, "--keep-alive-timeout-s", "0.2", log_path=tmp_path / "s.log")
+    try:
+        result = run_script("deploy/py_serving/pipeline_http_client.py", "--img-path", DEMO,
+                            "--url", server.prediction_url, check=False)
+    finally:
+        assert server.stop() == 0, server.log()
+    assert result.returncode == 0, result.stderr
+    assert_printed_answer(result.stdout.strip(), expected[0])
+
+
 def test_client_gives_up_after_wait_with_one_line(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/alexnet/prediction"  # nothing listens there
     started = time.monotonic()

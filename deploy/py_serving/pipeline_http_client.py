@@ -44,7 +44,9 @@ def post(client, url, body):
 
 
 def post_when_ready(client, url, body, wait_s):
-    """:func:`post`, retried while the connection is refused or the model is still loading."""
+    """:func:`post`, retried while the connection is refused or lost, or the model is still loading.
+    Lost: loading the model can stall the service's event loop past its keep-alive timeout, so
+    it closes a reused connection under a request it has not read yet."""
     deadline = time.monotonic() + wait_s
     waiting = False
     while True:
@@ -55,6 +57,8 @@ def post_when_ready(client, url, body, wait_s):
             reason = answer.get("err_msg", "not ready")
         except httpx.ConnectError as err:
             reason = f"cannot connect: {err}"
+        except (httpx.ReadError, httpx.RemoteProtocolError) as err:
+            reason = f"connection lost: {err}"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise SystemExit(f"error: the service at {url} was not ready within --wait {wait_s:g} s ({reason})")
