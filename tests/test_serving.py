@@ -14,7 +14,6 @@ import time
 
 import httpx
 import numpy as np
-import paddle
 import pytest
 from PIL import Image
 
@@ -417,9 +416,8 @@ def test_flags_override_the_file_and_read_as_yaml_values(tmp_path):
     path = tmp_path / "config.yml"
     path.write_text("port: 8080\ncpu_threads: 2\nuse_onednn: true\nmodel_dir: from_file\n")
     parser = load_script("deploy/py_serving/web_service.py").get_args_parser()
-    overrides = vars(parser.parse_args(
-        ["--config", str(path), "--cpu-threads", "null", "--use-onednn", "false", "--no-batching", "--model-dir", "2024"]
-    ))
+    flags = ["--cpu-threads", "null", "--use-onednn", "false", "--no-batching", "--model-dir", "2024"]
+    overrides = vars(parser.parse_args(["--config", str(path), *flags]))
     config = load_config(overrides.pop("config"), overrides)
     assert (config.port, config.cpu_threads, config.use_onednn, config.max_batch_size, config.model_dir) == (
         8080, None, False, 1, "2024"

@@ -86,7 +86,10 @@ def main(args):
                 status = 1
                 continue
             try:
-                answer = post(client, args.url, body) if answered else post_when_ready(client, args.url, body, args.wait)
+                if answered:
+                    answer = post(client, args.url, body)
+                else:
+                    answer = post_when_ready(client, args.url, body, args.wait)
             except httpx.HTTPError as err:
                 raise SystemExit(f"error: cannot query {args.url}: {err}")
             answered = True

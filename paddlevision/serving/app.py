@@ -133,7 +133,8 @@ def create_app(config):
         try:
             rows = await asyncio.wait_for(decode_and_predict(), config.request_timeout_s)
         except asyncio.TimeoutError:
-            raise ProtocolError(ErrNo.TIMEOUT, f"no answer within request_timeout_s={config.request_timeout_s}") from None
+            message = f"no answer within request_timeout_s={config.request_timeout_s}"
+            raise ProtocolError(ErrNo.TIMEOUT, message) from None
         finally:
             admission.close()
             metrics.images_in_progress.dec(len(values))

@@ -68,9 +68,8 @@ def parse_request(body):
         raise ProtocolError(ErrNo.INVALID_REQUEST, f"request must be a JSON object, got {type(request).__name__}")
     keys, values = _string_list(request, "key"), _string_list(request, "value")
     if len(keys) != len(values):
-        raise ProtocolError(
-            ErrNo.INVALID_REQUEST, f"'key' has {len(keys)} entries but 'value' has {len(values)}; give one key per image"
-        )
+        message = f"'key' has {len(keys)} entries but 'value' has {len(values)}; give one key per image"
+        raise ProtocolError(ErrNo.INVALID_REQUEST, message)
     if not keys:
         raise ProtocolError(ErrNo.INVALID_REQUEST, "'key' and 'value' are empty; send at least one image")
     logid = request.get("logid", 0)
@@ -87,7 +86,8 @@ def _string_list(request, field):
         raise ProtocolError(ErrNo.INVALID_REQUEST, f"'{field}' must be a list of strings, got {type(items).__name__}")
     for index, item in enumerate(items):
         if not isinstance(item, str):
-            raise ProtocolError(ErrNo.INVALID_REQUEST, f"'{field}'[{index}] must be a string, got {type(item).__name__}")
+            message = f"'{field}'[{index}] must be a string, got {type(item).__name__}"
+            raise ProtocolError(ErrNo.INVALID_REQUEST, message)
     return items
 
 
