@@ -325,11 +325,14 @@ async def _parallel_requests(url, image_indices, images):
     return [response.json() for response in responses]
 
 
-def batch_size_stats(client):
+def metric(client, sample):
+    """The value of one sample of GET /metrics, e.g. ``serving_batch_size_count``."""
     text = client.get("/metrics").text
-    count = float(re.search(r"^serving_batch_size_count (\S+)$", text, re.M).group(1))
-    total = float(re.search(r"^serving_batch_size_sum (\S+)$", text, re.M).group(1))
-    return count, total
+    return float(re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M).group(1))
+
+
+def batch_size_stats(client):
+    return metric(client, "serving_batch_size_count"), metric(client, "serving_batch_size_sum")
 
 
 def test_parallel_requests_each_get_their_own_images_result(service, client, images, expected):
@@ -354,14 +357,8 @@ def test_metrics_report_requests_errors_batches_and_latency(client, images):
         "serving_batch_size_bucket", "serving_request_latency_seconds_bucket",
     ):
         assert re.search(rf"^{name}(\{{.*\}})? \S+$", text, re.M), name
-    invalid_json = float(re.search(r'^serving_errors_total\{kind="invalid_json"\} (\S+)$', text, re.M).group(1))
-    assert invalid_json >= 1
-    assert re.search(r'^serving_errors_total\{kind="overloaded"\} 0\.0$', text, re.M)
-
-
-def in_progress(client):
-    text = client.get("/metrics").text
-    return float(re.search(r"^serving_images_in_progress (\S+)$", text, re.M).group(1))
+    assert metric(client, 'serving_errors_total{kind="invalid_json"}') >= 1
+    assert metric(client, 'serving_errors_total{kind="overloaded"}') == 0
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(exported, images, expected, tmp_path):
@@ -378,7 +375,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(exported, images, ex
         request.start()
         with httpx.Client(base_url=server.base_url) as http:
             deadline = time.monotonic() + 30
-            while in_progress(http) == 0 and time.monotonic() < deadline:
+            while metric(http, "serving_images_in_progress") == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)
         assert server.stop() == 0, server.log()
         request.join(60)
@@ -449,8 +446,7 @@ def test_overload_and_timeout_answers(exported, images, tmp_path):
             timed_out = predict(http, images[:1])
             assert timed_out.status_code == 504 and timed_out.json()["err_no"] == ErrNo.TIMEOUT
             assert http.get("/health").status_code == 200
-            metrics = http.get("/metrics").text
-            assert re.search(r'errors_total\{kind="overloaded"\} 1\.0', metrics)
-            assert re.search(r'errors_total\{kind="timeout"\} 1\.0', metrics)
+            assert metric(http, 'serving_errors_total{kind="overloaded"}') == 1
+            assert metric(http, 'serving_errors_total{kind="timeout"}') == 1
     finally:
         server.stop()
