@@ -2,22 +2,14 @@
 
     python -m benchmarks.serve_load --model-dir ./alexnet_infer --json serve_load.json
 
-1. Offline, with the service's predictor settings: the reference (class_id, prob) of 32
-   distinct images at batch 1; throughput at batch 32 and latency at batch 1, both for
-   the predictor alone (on preprocessed arrays) and end to end as infer.py classifies
-   images (decode + preprocess + predictor, one thread), medians of timed runs.
-2. For dynamic batching on, then off: starts web_service.py on a free loopback port,
-   sends 64 untimed requests, then drives it with 1, 4 and 16 concurrent clients
-   (asyncio + httpx, one image per request, images in turn) and checks every answer
-   against the image's offline result (same class_id, |prob difference| <= 1e-4).
-
-That check sees an answer given to the wrong image only if the two images' answers
-differ: the model's offline answers are compared with each other first, and a warning
-says how many images share their answer with another one (an untrained or barely trained
-model answers every image alike, which makes "0 mismatches" say little). The JSON records
-the model (path, sha256 of its files, metadata) and how many images its answers tell apart.
-
-Clients and service share this machine's cores, so the numbers include the clients' cost.
+Offline, with the service's predictor settings: each of 32 distinct images' reference
+(class_id, prob), batch-32 throughput and batch-1 latency, of the predictor alone and end to
+end (decode + preprocess + predictor, as infer.py runs). Then, with dynamic batching on and
+off, web_service.py on a free port is driven by 1, 4 and 16 concurrent clients (one image
+per request) and every answer is checked against its image's reference (class_id equal,
+|prob difference| <= 1e-4). That check only sees an answer handed to the wrong image if the
+two images' answers differ, so the images the model tells apart are counted and recorded.
+Clients and service share this machine's cores.
 """
 
 import argparse
@@ -33,17 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-
 import httpx
 import numpy as np
 from PIL import Image
 
+from benchmarks.service_process import ServiceProcess
 from paddlevision.batch_predict import expand_image_paths
 from paddlevision.datasets import extract_lite_data
 from paddlevision.inference import PredictorOptions, create_predictor
 from paddlevision.model_dir import find_paddle_model_files, preprocess_sizes, read_metadata
 from paddlevision.pipeline import Preprocessor
-from paddlevision.serving.process import ServiceProcess
 from paddlevision.serving.protocol import build_request, parse_prediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,23 +75,17 @@ def make_images(workdir):
 
 
 def model_record(model_dir):
-    """Which model was measured: its directory, the sha256 of its graph and weights, and
-    its metadata."""
-    files = find_paddle_model_files(model_dir)
+    """Which model was measured: its directory, the sha256 of its graph and weights, its metadata."""
     digests = {}
-    for path in files:
-        digest = hashlib.sha256()
+    for path in find_paddle_model_files(model_dir):
         with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        digests[Path(path).name] = digest.hexdigest()
+            digests[Path(path).name] = hashlib.file_digest(f, "sha256").hexdigest()
     return {"model_dir": str(Path(model_dir).resolve()), "sha256": digests, "metadata": read_metadata(model_dir)}
 
 
 def images_told_apart(references, tolerance=PROB_TOLERANCE):
-    """How many images have an answer no other image shares (a different class_id, or a
-    probability more than ``tolerance`` away): only among those is an answer handed to
-    the wrong image counted as a mismatch."""
+    """How many images have an answer no other image shares (another class_id, or a
+    probability more than ``tolerance`` away): only for those is a swapped answer a mismatch."""
     shared = set()
     for (i, (class_i, prob_i)), (j, (class_j, prob_j)) in itertools.combinations(enumerate(references), 2):
         if class_i == class_j and abs(prob_i - prob_j) <= tolerance:
@@ -108,18 +93,8 @@ def images_told_apart(references, tolerance=PROB_TOLERANCE):
     return len(references) - len(shared)
 
 
-def median_seconds(run, repeats):
-    run()  # warm-up: oneDNN prepares its kernels for this shape
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def offline_measurements(model_dir, images, args):
-    """Reference results per image, and batch-32 images/s and batch-1 latency in ms, for
+    """Reference (class_id, prob) per image; batch-32 images/s and batch-1 ms per image, of
     the predictor alone and end to end (from encoded image to probabilities)."""
     metadata = read_metadata(model_dir)
     preprocess = Preprocessor(*preprocess_sizes(model_dir, metadata))
@@ -131,19 +106,24 @@ def offline_measurements(model_dir, images, args):
         references.append((int(np.argmax(probs)), float(np.max(probs))))
     batch32 = np.resize(arrays, (32, *arrays.shape[1:]))
     encoded32 = [images[i % len(images)] for i in range(32)]
-    seconds = {
-        "batch32": median_seconds(lambda: predictor.run(batch32), args.repeats),
-        "batch1": median_seconds(lambda: [predictor.run(arrays[i : i + 1]) for i in range(10)], args.repeats) / 10,
-        "e2e_batch32": median_seconds(lambda: predictor.run(preprocess.batch(encoded32)), args.repeats),
-        "e2e_batch1": median_seconds(
-            lambda: [predictor.run(preprocess.batch(images[i : i + 1])) for i in range(10)], args.repeats
-        ) / 10,
-    }
+
+    def median(run):
+        run()  # warm-up: oneDNN prepares its kernels per input shape
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    # batch 1: 10 images one by one, so 100 x their seconds is ms per image
     return references, {
-        "offline_batch32_images_per_sec": 32 / seconds["batch32"],
-        "offline_batch1_latency_ms": 1000 * seconds["batch1"],
-        "offline_end_to_end_batch32_images_per_sec": 32 / seconds["e2e_batch32"],
-        "offline_end_to_end_batch1_latency_ms": 1000 * seconds["e2e_batch1"],
+        "offline_batch32_images_per_sec": 32 / median(lambda: predictor.run(batch32)),
+        "offline_batch1_latency_ms": 100 * median(lambda: [predictor.run(array[None]) for array in arrays[:10]]),
+        "offline_end_to_end_batch32_images_per_sec": 32 / median(lambda: predictor.run(preprocess.batch(encoded32))),
+        "offline_end_to_end_batch1_latency_ms": 100 * median(
+            lambda: [predictor.run(preprocess.batch([data])) for data in images[:10]]
+        ),
     }
 
 

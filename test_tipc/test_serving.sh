@@ -77,7 +77,7 @@ trap cleanup EXIT
 make_random_weights() {
     WEIGHTS="$TEMP_DIR/alexnet_random.pdparams"
     run_logged "$OUTPUT_DIR/random_weights.log" "$PYTHON_BIN" -c \
-        "import sys, paddle; sys.path.insert(0, '.'); from paddlevision.models import alexnet; paddle.seed(0); paddle.save(alexnet().state_dict(), sys.argv[1])" \
+        "import sys; from paddlevision.models import alexnet; import paddle; paddle.seed(0); paddle.save(alexnet().state_dict(), sys.argv[1])" \
         "$WEIGHTS"
 }
 

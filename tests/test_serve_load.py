@@ -3,14 +3,9 @@ model's answers can tell the benchmark images apart (without that, "0 mismatches
 nothing). The load runs themselves are a benchmark, not a test."""
 
 import hashlib
-import importlib.util
 import json
 
-from conftest import REPO_ROOT
-
-spec = importlib.util.spec_from_file_location("serve_load", REPO_ROOT / "benchmarks" / "serve_load.py")
-serve_load = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(serve_load)
+from benchmarks import serve_load
 
 
 def test_images_told_apart_by_class_or_by_probability():

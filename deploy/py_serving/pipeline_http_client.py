@@ -2,16 +2,10 @@
 
     python deploy/py_serving/pipeline_http_client.py --img-path ./images/demo.jpg
 
-sends one request per image and prints each answer as the reference prints it:
-``{'err_no': 0, 'err_msg': '', 'key': ['class_id', 'prob'], 'value': ['[8]', '[0.99903536]'], 'tensors': []}``
-(Paddle Serving's answer fields; the ``logid`` this service adds is left out). For a
-directory (searched recursively) or a glob, each answer is prefixed with its image, as
-infer.py names them: ``image_name: imgs/a.jpg, {'err_no': 0, ...}``, in sorted order.
-
-A service that is still starting (connection refused, or 503 "not ready" while the model
-loads) is waited for, up to ``--wait`` seconds, so that the service and the client can
-be started one right after the other. The exit status is 1 if any answer has a non-zero
-err_no or the service cannot be reached.
+prints each answer as the reference does (Paddle Serving's fields, without this service's
+``logid``); for a directory or a glob, after its image's name, as infer.py names them.
+A service still starting is waited for up to --wait seconds. Exit status 1 if an answer
+has a non-zero err_no or the service cannot be reached.
 """
 
 import argparse
@@ -21,38 +15,27 @@ import sys
 import time
 from pathlib import Path
 
-
 import httpx
 
 from paddlevision.batch_predict import expand_image_paths
 from paddlevision.serving.protocol import RESPONSE_FIELDS, ErrNo, build_request
 
-DEFAULT_URL = "http://127.0.0.1:18080/alexnet/prediction"
 POLL_INTERVAL_S = 0.25
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description="Client of the AlexNet HTTP service")
-    parser.add_argument(
-        "--img-path", default="./images/demo.jpg", help="an image, a directory (searched recursively) or a glob"
-    )
-    parser.add_argument("--url", default=DEFAULT_URL, help="prediction URL of the service")
+    parser.add_argument("--img-path", default="./images/demo.jpg",
+                        help="an image, a directory (searched recursively) or a glob")
+    parser.add_argument("--url", default="http://127.0.0.1:18080/alexnet/prediction",
+                        help="prediction URL of the service")
     parser.add_argument("--timeout", default=60.0, type=float, help="seconds to wait for each answer")
-    parser.add_argument(
-        "--wait",
-        default=60.0,
-        type=float,
-        help="seconds to wait for a service that is still starting (0: do not wait)",
-    )
+    parser.add_argument("--wait", default=60.0, type=float,
+                        help="seconds to wait for a service that is still starting (0: do not wait)")
     return parser
 
 
-class ServiceNotReady(Exception):
-    pass
-
-
 def post(client, url, body):
-    """The service's answer to one request body, as a dict."""
     response = client.post(url, content=body, headers={"Content-Type": "application/json"})
     try:
         return response.json()
@@ -61,8 +44,9 @@ def post(client, url, body):
 
 
 def post_when_ready(client, url, body, wait_s):
-    """:func:`post`, retried while the service refuses connections or answers that it
-    is still loading, for at most ``wait_s`` seconds (one note on stderr while waiting)."""
+    """:func:`post`, retried while the connection is refused or lost, or the model is still loading.
+    Lost: loading the model can stall the service's event loop past its keep-alive timeout, so
+    it closes a reused connection under a request it has not read yet."""
     deadline = time.monotonic() + wait_s
     waiting = False
     while True:
@@ -73,9 +57,11 @@ def post_when_ready(client, url, body, wait_s):
             reason = answer.get("err_msg", "not ready")
         except httpx.ConnectError as err:
             reason = f"cannot connect: {err}"
+        except (httpx.ReadError, httpx.RemoteProtocolError) as err:
+            reason = f"connection lost: {err}"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ServiceNotReady(f"error: the service at {url} was not ready within --wait {wait_s:g} s ({reason})")
+            raise SystemExit(f"error: the service at {url} was not ready within --wait {wait_s:g} s ({reason})")
         if not waiting:
             print(f"waiting up to {wait_s:g} s for the service at {url} to be ready ({reason})", file=sys.stderr,
                   flush=True)
@@ -100,9 +86,10 @@ def main(args):
                 status = 1
                 continue
             try:
-                answer = post(client, args.url, body) if answered else post_when_ready(client, args.url, body, args.wait)
-            except ServiceNotReady as err:
-                raise SystemExit(str(err))
+                if answered:
+                    answer = post(client, args.url, body)
+                else:
+                    answer = post_when_ready(client, args.url, body, args.wait)
             except httpx.HTTPError as err:
                 raise SystemExit(f"error: cannot query {args.url}: {err}")
             answered = True

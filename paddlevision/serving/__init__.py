@@ -1,6 +1,2 @@
-"""The HTTP service of ``deploy/py_serving``: Paddle Serving's pipeline protocol on FastAPI
-and uvicorn over Paddle Inference, with dynamic batching.
-
-Submodules are imported explicitly: ``protocol`` is paddle-free for clients; ``app``
-(the service) imports paddle.
-"""
+"""The HTTP service of deploy/py_serving. ``protocol`` is paddle-free (the client uses it);
+``app`` imports paddle, so submodules are imported explicitly."""

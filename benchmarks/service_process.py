@@ -1,5 +1,5 @@
-"""Run ``deploy/py_serving/web_service.py`` as a child process on a free loopback port and
-wait until it is healthy; shared by the load benchmark and the tests. Paddle-free."""
+"""deploy/py_serving/web_service.py as a child process on a free loopback port, for the load
+benchmark and the tests."""
 
 import signal
 import socket
@@ -10,40 +10,30 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServiceProcess", "free_port"]
-
-WEB_SERVICE = Path(__file__).resolve().parents[2] / "deploy" / "py_serving" / "web_service.py"
+WEB_SERVICE = Path(__file__).resolve().parents[1] / "deploy" / "py_serving" / "web_service.py"
 
 
-def free_port(host="127.0.0.1"):
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 class ServiceProcess:
-    """``web_service.py [--host HOST] --port <free port> *args``; its output goes to
-    ``log_path``. Without ``host`` the service listens where its config says (the shipped
-    config.yml: 127.0.0.1)."""
+    """``web_service.py --port <free port> *args``, its output in ``log_path``."""
 
-    def __init__(self, *args, log_path, host=None):
-        self.port = free_port(host or "127.0.0.1")
-        self.base_url = f"http://{host or '127.0.0.1'}:{self.port}"
+    def __init__(self, *args, log_path):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.prediction_url = f"{self.base_url}/alexnet/prediction"
         self.log_path = Path(log_path)
-        host_flags = ["--host", host] if host else []
-        command = [sys.executable, str(WEB_SERVICE), *host_flags, "--port", str(self.port), *map(str, args)]
+        command = [sys.executable, str(WEB_SERVICE), "--port", str(self.port), *map(str, args)]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
-    @property
-    def prediction_url(self):
-        return f"{self.base_url}/alexnet/prediction"
-
     def wait_healthy(self, timeout=120.0, interval=0.02, on_status=None):
-        """Poll ``GET /health`` until 200; ``on_status(code)`` sees every answer (0: no
-        connection yet). Raises ``RuntimeError`` with the log if the service exits or
-        is not healthy in time."""
+        """Poll GET /health until 200; ``on_status(code)`` sees every answer (0: no connection).
+        RuntimeError with the log if the service exits or is not healthy in time."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=5.0) as client:
             while time.monotonic() < deadline:
@@ -61,7 +51,7 @@ class ServiceProcess:
         raise RuntimeError(f"service not healthy after {timeout} s:\n{self.log()}")
 
     def stop(self, timeout=60.0):
-        """SIGTERM, then the exit status (the process is killed if it hangs)."""
+        """SIGTERM, then the exit status; a process that ignores it is killed and RuntimeError raised."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
