@@ -29,28 +29,27 @@ REPO_ROOT = Path(__file__).resolve().parent
 LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
 
 
-def resolve_amp_dtype(args):
-    """``--amp``: float16 on GPU. On CPU, Paddle 3.3's dygraph ``auto_cast`` only warns and
-    computes in float32 even where the CPU has bfloat16, so ``--amp`` is refused there
-    rather than silently ignored."""
-    if not args.amp:
+def resolve_amp_dtype(amp, device):
+    """``--amp`` is float16 on GPU. Paddle 3.3's dygraph ``auto_cast`` computes float32 on CPU
+    (with a warning), so there ``--amp`` is refused rather than silently ignored."""
+    if not amp:
         return None
-    if args.device.startswith("gpu"):
+    if device.startswith("gpu"):
         return "float16"
     raise SystemExit("error: --amp: Paddle's dygraph mixed precision has no effect on CPU (auto_cast runs float32 "
                      "there); train without --amp, or use a GPU")
 
 
 def forward_loss(model, criterion, image, target, amp_dtype=None):
-    """Logits and loss of one batch, under autocast when ``amp_dtype`` is set."""
+    """Logits and loss of one batch: the model under autocast when ``amp_dtype`` is set, the
+    loss on float32 logits (as torch's autocast computes cross entropy)."""
     with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
         output = model(image)
-        loss = criterion(output, target)
-    return output, loss
+    output = output.astype("float32")
+    return output, criterion(output, target)
 
 
 def optimizer_step(loss, optimizer, scaler=None):
-    """Backward and update, through the loss scaler for float16."""
     optimizer.clear_grad()
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -61,10 +60,9 @@ def optimizer_step(loss, optimizer, scaler=None):
         optimizer.step()
 
 
-def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics):
-    """One pass over the training set. Loss and accuracy stay on the device and are
-    summed over the window between two log lines, so the host waits for the device only
-    when it prints."""
+def train_one_epoch(model, criterion, optimizer, data_loader, epoch, print_freq, metrics, amp_dtype=None, scaler=None):
+    """Loss and accuracy stay on the device, summed over the window between two log lines,
+    so that the host waits for the device only when it prints."""
     model.train()
     window = new_window()
     end = window_start = time.time()
@@ -80,7 +78,7 @@ def train_one_epoch(model, criterion, optimizer, data_loader, epoch, args, amp_d
         window["correct5"] = window["correct5"] + correct5
         window["samples"] += batch_size
         window["steps"] += 1
-        if step % args.print_freq == 0:
+        if step % print_freq == 0:
             log_train_window(window, window_start, epoch, step, optimizer.get_lr(), metrics)
             window = new_window()
             window_start = time.time()
@@ -95,8 +93,8 @@ def new_window():
 
 def log_train_window(window, window_start, epoch, step, lr, metrics):
     samples, steps = window["samples"], window["steps"]
-    # float() waits for the device to finish the window's steps; the window's time is taken
-    # after it, so that the logged throughput counts the device's work, not only its queueing.
+    # float() waits for the device; the window's time is taken after it, so that the
+    # throughput counts the device's work, not only its queueing.
     sums = {name: float(window[name]) for name in ("loss", "correct1", "correct5")}
     elapsed = time.time() - window_start
     record = {
@@ -119,40 +117,37 @@ def log_train_window(window, window_start, epoch, step, lr, metrics):
 
 
 @paddle.no_grad()
-def evaluate(model, criterion, data_loader, args, amp_dtype, epoch=None, metrics=None, weights=None):
-    """Evaluate this process's shard, then sum the counts over all processes: the result
-    equals a single-process evaluation of the whole set. The metrics record of a training's
-    evaluation names its ``epoch``, that of ``--test-only`` the ``weights`` evaluated."""
+def evaluate(model, criterion, data_loader, print_freq, amp_dtype=None, metrics=None, epoch=None, weights=None):
+    """Evaluate this process's shard and sum the meters over all processes: the result is a
+    single-process evaluation of the whole set. The metrics record names the training's
+    ``epoch``, or for ``--test-only`` the ``weights`` evaluated."""
     model.eval()
     metric_logger = utils.MetricLogger(delimiter="  ")
-    totals = {name: paddle.zeros([], dtype="float64") for name in ("loss", "correct1", "correct5", "samples")}
-    for image, target in metric_logger.log_every(data_loader, args.print_freq, "Test:"):
-        with paddle.amp.auto_cast(enable=amp_dtype is not None, dtype=amp_dtype or "float16"):
-            output = model(image)
-        output = output.astype("float32")
-        loss = criterion(output, target)
+    for name in ("loss", "acc1", "acc5"):  # a process without a batch still joins the sum
+        metric_logger.add_meter(name, utils.SmoothedValue())
+    for image, target in metric_logger.log_every(data_loader, print_freq, "Test:"):
+        output, loss = forward_loss(model, criterion, image, target, amp_dtype)
         batch_size = target.shape[0]
         correct1, correct5 = utils.correct_counts(output, target, topk=(1, 5))
-        metric_logger.update(n=batch_size, loss=loss, acc1=correct1 / batch_size, acc5=correct5 / batch_size)
-        totals["loss"] += loss.astype("float64") * batch_size
-        totals["correct1"] += correct1.astype("float64")
-        totals["correct5"] += correct5.astype("float64")
-        totals["samples"] += batch_size
+        # Sums, not batch means: counts add up exactly, however the set was split into batches.
+        metric_logger.loss.add(loss.astype("float64") * batch_size, batch_size)
+        metric_logger.acc1.add(correct1, batch_size)
+        metric_logger.acc5.add(correct5, batch_size)
 
-    loss_sum, correct1, correct5, samples = utils.reduce_across_processes(list(totals.values()))
+    metric_logger.synchronize_between_processes()
+    samples = metric_logger.acc1.count
     if samples == 0:
         raise SystemExit("error: evaluation saw no readable image")
-    acc1, acc5, loss = correct1 / samples, correct5 / samples, loss_sum / samples
+    acc1, acc5, loss = (metric_logger.meters[name].global_avg for name in ("acc1", "acc5", "loss"))
     utils.print_main(f" * Acc@1 {acc1:.3f} Acc@5 {acc5:.3f}")
     if metrics is not None:
-        metrics.write(type="eval", epoch=epoch, loss=loss, top1=acc1, top5=acc5, num_samples=int(samples),
+        metrics.write(type="eval", epoch=epoch, loss=loss, top1=acc1, top5=acc5, num_samples=samples,
                       **({"weights": weights} if weights else {}))
     return acc1, acc5, loss
 
 
 def report_skipped(data_loader, what):
-    """Say how many unreadable images the last pass over ``data_loader`` skipped, summed
-    over all processes."""
+    """How many unreadable images the last pass skipped, over all processes."""
     skipped = int(utils.reduce_across_processes([data_loader.num_skipped])[0])
     if skipped:
         utils.print_main(f"{what}: skipped {skipped} unreadable images (--skip-bad-images)")
@@ -206,17 +201,15 @@ def load_data(data_path, args):
     return dataset, dataset_test
 
 
-def make_loaders(dataset, dataset_test, args):
-    options = {"num_workers": args.workers, "skip_bad_images": args.skip_bad_images}
-    test_sampler = paddle.io.BatchSampler(
-        sampler=utils.ShardedEvalSampler(dataset_test), batch_size=args.batch_size, drop_last=False
-    )
+def make_loaders(dataset, dataset_test, batch_size, workers, skip_bad_images):
+    options = {"num_workers": workers, "skip_bad_images": skip_bad_images}
+    test_sampler = paddle.io.BatchSampler(sampler=utils.ShardedEvalSampler(dataset_test), batch_size=batch_size)
     loader_test = ImageLoader(dataset_test, test_sampler, **options)
     if dataset is None:
         return None, None, loader_test
     # Rank r takes the r-th slice of every global batch, so the global batches, and with
     # them the averaged gradients, are those of one process with world_size * batch_size.
-    train_sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=args.batch_size, shuffle=True)
+    train_sampler = paddle.io.DistributedBatchSampler(dataset, batch_size=batch_size, shuffle=True)
     return train_sampler, ImageLoader(dataset, train_sampler, **options), loader_test
 
 
@@ -241,12 +234,14 @@ def main(args):
     utils.init_distributed_mode(args)
     if args.seed is not None:
         utils.set_seed(args.seed + args.rank)
-    amp_dtype = resolve_amp_dtype(args)
+    amp_dtype = resolve_amp_dtype(args.amp, args.device)
     utils.print_main(args)
 
     data_path = resolve_data_path(args.data_path, args.test_only)
     dataset, dataset_test = load_data(data_path, args)
-    train_sampler, data_loader, data_loader_test = make_loaders(dataset, dataset_test, args)
+    train_sampler, data_loader, data_loader_test = make_loaders(
+        dataset, dataset_test, args.batch_size, args.workers, args.skip_bad_images
+    )
     class_names = max((d.classes for d in (dataset, dataset_test) if d is not None), key=len)
     num_classes = args.num_classes or len(class_names)
     if num_classes < len(class_names):
@@ -270,7 +265,7 @@ def main(args):
             weights = checkpoint.resolve_resume_prefix(args.resume) + ".pdparams"
             state_dict, _ = read_weights(weights)
             load_state_dict_checked(model, state_dict, source=args.resume)
-        evaluate(model, criterion, data_loader_test, args, amp_dtype, metrics=metrics,
+        evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype, metrics,
                  weights=str(weights) if weights else None)
         report_skipped(data_loader_test, "Test")
         metrics.close()
@@ -298,10 +293,11 @@ def main(args):
     for epoch in range(args.start_epoch, args.epochs):
         train_sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args, amp_dtype, scaler, metrics)
+        train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args.print_freq, metrics, amp_dtype,
+                        scaler)
         report_skipped(data_loader, f"[Epoch {epoch}] training")
         lr_scheduler.step()
-        acc1, _, _ = evaluate(model, criterion, data_loader_test, args, amp_dtype, epoch=epoch, metrics=metrics)
+        acc1, _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype, metrics, epoch=epoch)
         report_skipped(data_loader_test, "Test")
         is_best = acc1 > best_acc1
         best_acc1 = max(best_acc1, acc1)

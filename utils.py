@@ -1,26 +1,20 @@
-"""Helpers of the training script, in the shape of torchvision's references/classification
-utils.py: smoothed meters and their logger, top-k accuracy, distributed setup,
-seeding, and the JSON-lines metrics file."""
+"""Helpers of train.py, in the shape of torchvision's references/classification utils.py."""
 
 import datetime
 import json
 import os
 import random
 import time
-from collections import deque
+from collections import defaultdict, deque
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
 
-
 class SmoothedValue:
-    """A window of recent values and a running total.
-
-    Values may be paddle scalars: they are kept as tensors and converted to floats only
-    when the meter is printed, so updating a meter never forces a device sync.
-    """
+    """A window of recent values and a running total. Values may be paddle scalars, turned
+    into floats only when printed, so that updating a meter never waits for the device."""
 
     def __init__(self, window_size=20, fmt="{median:.4f} ({global_avg:.4f})"):
         self.window = deque(maxlen=window_size)
@@ -29,9 +23,16 @@ class SmoothedValue:
         self.fmt = fmt
 
     def update(self, value, n=1):
+        """``value`` is the mean of ``n`` samples."""
         self.window.append(value)
         self.count += n
         self.total = self.total + value * n
+
+    def add(self, total, n):
+        """``n`` samples summing to ``total``: a count stays exact in the running total."""
+        self.window.append(total / n)
+        self.count += n
+        self.total = self.total + total
 
     @property
     def median(self):
@@ -55,12 +56,15 @@ class SmoothedValue:
 
 class MetricLogger:
     def __init__(self, delimiter="  "):
-        self.meters = {}
+        self.meters = defaultdict(SmoothedValue)
         self.delimiter = delimiter
 
-    def update(self, n=1, **values):
+    def update(self, **values):
         for name, value in values.items():
-            self.meters.setdefault(name, SmoothedValue()).update(value, n)
+            self.meters[name].update(value)
+
+    def add_meter(self, name, meter):
+        self.meters[name] = meter
 
     def __getattr__(self, name):
         meters = self.__dict__.get("meters", {})
@@ -71,9 +75,14 @@ class MetricLogger:
     def __str__(self):
         return self.delimiter.join(f"{name}: {meter}" for name, meter in self.meters.items())
 
+    def synchronize_between_processes(self):
+        """Sum each meter's count and total over all processes (the windows stay local)."""
+        meters = list(self.meters.values())
+        sums = reduce_across_processes([x for meter in meters for x in (meter.count, meter.total)])
+        for meter, count, total in zip(meters, sums[::2], sums[1::2]):
+            meter.count, meter.total = int(count), total
+
     def log_every(self, iterable, print_freq, header=""):
-        """Yield from ``iterable``, printing ``header  [i/N]  eta  meters  time  data``
-        every ``print_freq`` steps and the total time at the end (main process only)."""
         start = end = time.time()
         iter_time = SmoothedValue(fmt="{avg:.4f}")
         data_time = SmoothedValue(fmt="{avg:.4f}")
@@ -100,23 +109,13 @@ class MetricLogger:
 
 
 def correct_counts(output, target, topk=(1,)):
-    """Number of samples whose label is within the top-k predictions, per k, as paddle
+    """Per k, the number of samples whose label is among the top-k predictions, as paddle
     scalars. k is clamped to the class count (top-5 of a 4-class model is top-4)."""
     num_classes = output.shape[1]
     maxk = min(max(topk), num_classes)
     _, pred = paddle.topk(output, k=maxk, axis=1)
     hits = pred == target.reshape([-1, 1])
     return [hits[:, : min(k, num_classes)].astype("float32").sum() for k in topk]
-
-
-def accuracy(output, target, topk=(1,)):
-    """Fraction of samples whose label is within the top-k predictions (torchvision's
-    ``accuracy()``, as fractions rather than percentages)."""
-    batch_size = target.shape[0]
-    return [c / batch_size for c in correct_counts(output, target, topk)]
-
-
-# ------------------------------------------------------------------ device/distributed
 
 
 def get_world_size():
@@ -137,8 +136,7 @@ def print_main(*args, **kwargs):
 
 
 def init_distributed_mode(args):
-    """Join the process group when started by ``paddle.distributed.launch`` (NCCL on GPU,
-    gloo on CPU); sets ``args.distributed``, ``args.rank`` and ``args.world_size``."""
+    """Joins the process group under ``paddle.distributed.launch`` (NCCL on GPU, gloo on CPU)."""
     args.world_size = get_world_size()
     args.rank = get_rank()
     args.distributed = args.world_size > 1
@@ -189,9 +187,8 @@ def set_seed(seed):
 
 
 class MetricsWriter:
-    """Writes one JSON object per line to ``path`` (main process only), flushing each
-    record so a crashed run keeps everything logged before the crash. Without ``append``
-    the file is started afresh."""
+    """One JSON object a line (main process only), flushed per record so that a crash keeps
+    what was logged before it. Without ``append`` the file starts afresh."""
 
     def __init__(self, path, append=False):
         self.path = path

@@ -103,10 +103,10 @@ class PaddleRun:
         self.args = args
 
     def epoch(self, epoch, batches, val_batches):
-        train.train_one_epoch(self.model, self.criterion, self.optimizer, PaddleBatches(batches), epoch, self.args,
-                              None, None, self.metrics)
+        train.train_one_epoch(self.model, self.criterion, self.optimizer, PaddleBatches(batches), epoch,
+                              self.args.print_freq, self.metrics)
         self.lr_scheduler.step()
-        top1, top5, _ = train.evaluate(self.model, self.criterion, PaddleBatches(val_batches), self.args, None)
+        top1, top5, _ = train.evaluate(self.model, self.criterion, PaddleBatches(val_batches), self.args.print_freq)
         return top1, top5
 
 

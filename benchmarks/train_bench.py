@@ -109,7 +109,7 @@ def paddle_worker(args):
         amp_dtype = None
         if "amp" in mode:
             try:
-                amp_dtype = train.resolve_amp_dtype(argparse.Namespace(amp=True, device=device))
+                amp_dtype = train.resolve_amp_dtype(True, device)
             except SystemExit as exc:
                 raise RuntimeError(exc) from None
         paddle.set_flags({"FLAGS_use_mkldnn": "FLAGS_use_mkldnn" in mode})
@@ -132,7 +132,7 @@ def paddle_worker(args):
 
     def handle(request):
         if request["cmd"] == "info":
-            amp = train.resolve_amp_dtype(train_args) if train_args.amp else None
+            amp = train.resolve_amp_dtype(train_args.amp, device)
             return {"device": device, "default_amp": amp, "modes": PADDLE_MODES[args.worker]}
         if request["cmd"] == "end_to_end":
             return run_end_to_end(request["data_path"], args, model, criterion, optimizer, train_args)
@@ -154,11 +154,11 @@ def run_end_to_end(data_path, args, model, criterion, optimizer, train_args):
 
     train_args.data_path = data_path
     train_args.batch_size = args.batch_size
-    train_args.print_freq = 10**9
     dataset, dataset_test = train.load_data(data_path, train_args)
-    _, loader, _ = train.make_loaders(dataset, dataset_test, train_args)
+    _, loader, _ = train.make_loaders(dataset, dataset_test, args.batch_size, train_args.workers,
+                                      train_args.skip_bad_images)
     metrics = utils.MetricsWriter(None)
-    amp_dtype = train.resolve_amp_dtype(train_args)
+    amp_dtype = train.resolve_amp_dtype(train_args.amp, train_args.device)
     first_batch = {}
 
     class TimedLoader:
@@ -175,7 +175,7 @@ def run_end_to_end(data_path, args, model, criterion, optimizer, train_args):
                 yield batch
 
     start = time.perf_counter()
-    train.train_one_epoch(model, criterion, optimizer, TimedLoader(), 0, train_args, amp_dtype, None, metrics)
+    train.train_one_epoch(model, criterion, optimizer, TimedLoader(), 0, 10**9, metrics, amp_dtype)
     end = time.perf_counter()
     steady_images = len(dataset) - args.batch_size
     return {"images": len(dataset), "workers": train_args.workers, "epoch_images_per_sec": len(dataset) / (end - start),

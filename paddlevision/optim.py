@@ -1,9 +1,6 @@
-"""Optimizers and epoch-wise LR schedules of torchvision's classification recipe.
-
-The schedule is one closed-form function of the epoch (warm-up, then step or cosine),
-wrapped in Paddle's ``LambdaDecay`` so its state (``last_epoch``) is checkpointed and
-resumed like any Paddle scheduler.
-"""
+"""Optimizers and epoch-wise LR schedules of torchvision's classification recipe. The
+schedule is a closed-form function of the epoch in Paddle's ``LambdaDecay``, so that it is
+checkpointed and resumed like any Paddle scheduler."""
 
 import math
 
@@ -17,9 +14,8 @@ WARMUP_METHODS = ("linear", "constant")
 def lr_factor(epoch, scheduler, epochs, step_size=30, gamma=0.1, warmup_epochs=0, warmup_method="constant",
               warmup_decay=0.01, base_lr=1.0, lr_min=0.0):
     """Multiplier of the base LR in ``epoch`` (0-based), as torchvision's train.py builds it:
-    ``SequentialLR([warm-up, main], milestones=[warmup_epochs])`` where the warm-up is
-    ``LinearLR(start_factor=warmup_decay)`` or ``ConstantLR(factor=warmup_decay)`` and the
-    main schedule is ``StepLR`` or ``CosineAnnealingLR(T_max=epochs - warmup_epochs)``."""
+    ``SequentialLR([warm-up, main], milestones=[warmup_epochs])``, the warm-up ``LinearLR`` or
+    ``ConstantLR`` from ``warmup_decay``, the main ``StepLR`` or ``CosineAnnealingLR(T_max=epochs - warmup_epochs)``."""
     if epoch < warmup_epochs:
         if warmup_method == "linear":
             return warmup_decay + (1.0 - warmup_decay) * epoch / warmup_epochs
@@ -49,10 +45,9 @@ def build_lr_scheduler(lr, scheduler="steplr", epochs=90, step_size=30, gamma=0.
 
 
 def build_optimizer(name, parameters, learning_rate, momentum=0.9, weight_decay=1e-4):
-    """SGD with momentum (coupled L2 weight decay, as ``torch.optim.SGD``), or RMSprop with
-    torchvision's hyper-parameters (alpha 0.9, eps 0.0316). Paddle's RMSProp adds eps
-    inside the square root and folds the LR into the momentum buffer, so it is not
-    numerically torch's (docs/alignment.md); the AlexNet recipe uses SGD."""
+    """SGD with momentum and coupled L2 weight decay, as ``torch.optim.SGD``; or RMSprop with
+    torchvision's alpha 0.9 and eps 0.0316, which is not numerically torch's: Paddle adds
+    eps inside the square root and folds the LR into the momentum buffer (docs/alignment.md)."""
     if name == "sgd":
         return paddle.optimizer.Momentum(learning_rate=learning_rate, momentum=momentum, parameters=parameters,
                                          weight_decay=weight_decay)

@@ -3,18 +3,32 @@ import re
 
 import numpy as np
 import paddle
+import pytest
 
 import utils
 from conftest import SlowScalar
 
 
-def test_accuracy_and_correct_counts():
+def test_correct_counts():
     output = paddle.to_tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
     target = paddle.to_tensor([1, 2, 2, 1])
-    top1, top2 = [float(a) for a in utils.accuracy(output, target, topk=(1, 2))]
-    assert top1 == 0.5 and top2 == 0.75
+    assert [float(c) for c in utils.correct_counts(output, target, topk=(1, 2))] == [2, 3]
     # top-5 of a 3-class problem clamps to top-3: every sample counts.
     assert float(utils.correct_counts(output, target, topk=(5,))[0]) == 4
+
+
+def test_meter_sums_counts_exactly():
+    """evaluate() adds correct counts: in float32, 7/13 * 13 is not 7, and a tally of batch
+    means would differ between two ways of batching the same set."""
+    meter = utils.SmoothedValue()
+    for correct, batch_size in ((7, 13), (15, 19), (3, 21)):
+        meter.add(paddle.to_tensor(float(correct)), batch_size)
+    assert float(meter.total) == 25 and meter.count == 53
+    assert meter.value == pytest.approx(3 / 21)
+    logger = utils.MetricLogger()
+    logger.add_meter("acc1", meter)
+    logger.synchronize_between_processes()  # one process: the sums themselves
+    assert (logger.acc1.total, logger.acc1.count) == (25.0, 53)
 
 
 def test_smoothed_value_accepts_tensors():

@@ -65,10 +65,7 @@ def skimage_data_dir():
 
 
 def random_view(photo, rng):
-    """One augmented view: a random crop of 35-100% of the photo's area with an aspect
-    ratio (width/height) between 3:4 and 4:3, resized so its short side is 300-380 px
-    (so every side is 300-507 px), maybe mirrored, with brightness, contrast and
-    saturation jitter of up to +-25%."""
+    """A random crop, resized, maybe mirrored, colour-jittered (test_images/README.md gives the ranges)."""
     width, height = photo.size
     area = rng.uniform(0.35, 1.0) * width * height
     aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
@@ -95,7 +92,7 @@ def encode_jpeg(image, quality):
 
 
 def build_lite_data(data_dir, seed):
-    """Return {archive member path: JPEG bytes} for the lite_data tree."""
+    """{archive member path: JPEG bytes}"""
     files = {}
     for class_index, (class_name, (filename, _, _)) in enumerate(sorted(SOURCES.items())):
         with Image.open(os.path.join(data_dir, filename)) as source:

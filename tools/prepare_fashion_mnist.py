@@ -39,7 +39,6 @@ images: 28x28 grey upscaled to {size}x{size} with bilinear interpolation, saved 
 
 
 def find_idx_file(source, name):
-    """``name`` or ``name.gz`` under ``source``; a clear error naming the package if absent."""
     for candidate in (source / f"{name}.gz", source / name):
         if candidate.is_file():
             return candidate
@@ -60,7 +59,6 @@ def read_idx(path, kind):
 
 
 def first_per_class(labels, per_class):
-    """Indices of the first ``per_class`` samples of each class, in file order."""
     chosen = []
     for label in range(len(CLASS_NAMES)):
         indices = np.flatnonzero(labels == label)

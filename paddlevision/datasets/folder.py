@@ -16,12 +16,9 @@ __all__ = ["ImageFolder", "ListDataset", "extract_lite_data"]
 
 
 def _seed_global_rngs(seed, epoch, index):
-    """Seed Python's and numpy's global RNGs from (seed, epoch, index) alone.
-
-    The transforms draw from the global ``random`` module; seeding per sample makes a
-    sample's augmentation independent of which worker or process loads it and in which
-    order. sha256 rather than ``hash()`` because string hashing is salted per process.
-    """
+    """The transforms draw from the global RNGs: seeded per sample, a sample's augmentation
+    does not depend on which worker or process loads it, nor when. sha256, because
+    ``hash()`` of a string is salted per process."""
     digest = hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()
     sample_seed = int.from_bytes(digest[:8], "little")
     random.seed(sample_seed)
@@ -29,10 +26,7 @@ def _seed_global_rngs(seed, epoch, index):
 
 
 class _ImageSampleDataset(Dataset):
-    """Loading and seeding shared by :class:`ImageFolder` and :class:`ListDataset`.
-
-    Subclasses set ``samples`` (list of ``(path, label)``), ``classes`` and ``class_to_idx``.
-    """
+    """Subclasses set ``samples`` (``(path, label)`` pairs), ``classes`` and ``class_to_idx``."""
 
     def __init__(self, transform, seed):
         super().__init__()
@@ -45,15 +39,12 @@ class _ImageSampleDataset(Dataset):
         return [label for _, label in self.samples]
 
     def set_epoch(self, epoch):
-        """Select the epoch whose augmentation ``__getitem__`` reproduces when seeded."""
         self.epoch = int(epoch)
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, index):
-        """Return ``(transform(image), label)``; an unreadable image raises
-        :class:`~paddlevision.image.ImageDecodeError` naming the file."""
         path, label = self.samples[index]
         image = load_image(path)
         if self.seed is not None:
@@ -64,20 +55,11 @@ class _ImageSampleDataset(Dataset):
 
 
 class ImageFolder(_ImageSampleDataset):
-    """Images arranged as ``root/<class>/**/<image>``, with torchvision's semantics.
-
-    Classes are the sorted sub-directory names of ``root``, and a class directory with
-    no images is kept, so that label indices stay aligned with the full class list (for
-    example a validation split that lacks some classes). Images are found recursively,
-    in sorted order, by extension (:data:`~paddlevision.image.IMG_EXTENSIONS`, any case,
-    so ImageNet's ``.JPEG`` counts). Unlike torchvision, hidden files and directories
-    (names starting with ``.``, e.g. ``.ipynb_checkpoints``) are ignored.
-
-    Args:
-        root: the dataset directory.
-        transform: callable applied to the RGB ``PIL.Image``.
-        seed: if not ``None``, the RNGs are seeded from ``(seed, epoch, index)`` before
-            the transform runs, making augmentation reproducible (see ``set_epoch``).
+    """Images arranged as ``root/<class>/**/<image>``, with torchvision's semantics: classes
+    are the sorted sub-directories, and one without images keeps its label (a val split may
+    lack classes); images are found recursively, sorted, by extension in any case
+    (ImageNet's ``.JPEG``). Unlike torchvision, hidden names (``.ipynb_checkpoints``) are
+    ignored. With a ``seed``, the augmentation of (``set_epoch``, index) is reproducible.
     """
 
     def __init__(self, root, transform=None, seed=None):
@@ -118,17 +100,9 @@ class ImageFolder(_ImageSampleDataset):
 
 
 class ListDataset(_ImageSampleDataset):
-    """Images listed in a PaddleClas-style list file, one ``relative/path.jpg label`` a line.
-
-    Paths are relative to ``root``. Each line is split on its last run of whitespace, so
-    paths may contain spaces; blank lines are ignored.
-
-    Args:
-        root: directory the listed paths are relative to.
-        list_file: the list file (e.g. ``train_list.txt``).
-        transform, seed: as for :class:`ImageFolder`.
-        classes: optional class names indexed by label. Without it the names are the
-            label numbers as strings, ``"0"`` to ``str(max label)``.
+    """Images listed in a PaddleClas-style list file, one ``relative/path.jpg label`` a line,
+    paths relative to ``root`` (split at the last whitespace: paths may contain spaces).
+    Without ``classes`` the class names are the labels, ``"0"`` to the highest.
     """
 
     def __init__(self, root, list_file, transform=None, classes=None, seed=None):
@@ -168,11 +142,8 @@ class ListDataset(_ImageSampleDataset):
 
 def extract_lite_data(tar_path, dest_dir):
     """Extract the bundled ``lite_data.tar`` into ``dest_dir`` once; return ``dest_dir/lite_data``.
-
-    The archive is unpacked into a temporary directory inside ``dest_dir`` and renamed
-    into place, so a reader never sees a half-extracted tree, and of several processes
-    extracting at once the one that renames first wins while the others reuse its copy.
-    """
+    Unpacked beside it and renamed into place: no reader sees a half-extracted tree, and of
+    several processes extracting at once the first to rename wins."""
     final_root = os.path.join(os.fspath(dest_dir), "lite_data")
     if os.path.isdir(final_root):
         return final_root

@@ -1,13 +1,11 @@
-"""Batches of ``(images, labels)`` for train.py, with unreadable images named or skipped in
+"""Batches of ``(images, labels)`` for train.py; unreadable images are named or skipped in
 the main process.
 
-An image that cannot be decoded never travels as an exception through Paddle's loader. In
-Paddle 3.3 a worker's exception reaches the main thread as ``SystemError: Blocking queue is
-killed``, and the loader's clean-up then hangs at interpreter exit; with ``num_workers=0``
-the exception ends Paddle's reader thread and the main thread waits forever. Instead the
-failure travels as data: its file name and reason are strings, which Paddle carries in the
-batch structure beside the arrays, and :class:`ImageLoader` raises
-:class:`~paddlevision.image.ImageDecodeError`, or skips the image, when the batch arrives.
+A decoding error never travels as an exception through Paddle's loader: in Paddle 3.3 a
+worker's exception reaches the main thread as ``SystemError: Blocking queue is killed`` and
+the loader's clean-up then hangs at exit; with ``num_workers=0`` it ends Paddle's reader
+thread and the main thread waits forever. The failure travels as data instead (file name and
+reason are strings, which Paddle carries in a batch beside the arrays).
 """
 
 import contextlib
@@ -24,16 +22,8 @@ __all__ = ["ImageLoader"]
 logger = logging.getLogger(__name__)
 
 
-class _Unreadable:
-    """Takes the place of a sample whose image could not be decoded."""
-
-    def __init__(self, error):
-        self.name = str(error.name)
-        self.reason = error.reason
-
-
 class _FailuresAsData(Dataset):
-    """``dataset``'s samples, with an :class:`_Unreadable` instead of an ImageDecodeError."""
+    """``dataset``'s samples, with the ImageDecodeError returned instead of raised."""
 
     def __init__(self, dataset):
         super().__init__()
@@ -46,12 +36,13 @@ class _FailuresAsData(Dataset):
         try:
             return self.dataset[index]
         except ImageDecodeError as error:
-            return _Unreadable(error)
+            return error
 
 
 def _collate(items):
-    batch = {"unreadable": [[item.name, item.reason] for item in items if isinstance(item, _Unreadable)]}
-    readable = [item for item in items if not isinstance(item, _Unreadable)]
+    # Runs where the samples were read (a worker): only strings and arrays leave it.
+    batch = {"unreadable": [[str(item.name), item.reason] for item in items if isinstance(item, ImageDecodeError)]}
+    readable = [item for item in items if not isinstance(item, ImageDecodeError)]
     if readable:
         batch["images"] = np.stack([np.asarray(image, dtype=np.float32) for image, _ in readable])
         batch["labels"] = np.array([label for _, label in readable], dtype=np.int64)
@@ -66,19 +57,16 @@ def _collate(items):
 class ImageLoader:
     """``(images, labels)`` batches of ``dataset`` in the order of ``batch_sampler``.
 
-    With ``num_workers > 0`` Paddle's DataLoader reads them in worker processes (shared
-    memory, prefetching, pinned buffers for the copy to a GPU). With ``num_workers=0`` they
-    are read in the calling thread, one at a time: no prefetch, and each batch is copied to
-    the device synchronously -- a mode for debugging, where an error raises where it happens.
+    ``num_workers > 0`` reads in Paddle's DataLoader workers (shared memory, prefetch);
+    ``num_workers=0`` in the calling thread, a batch at a time, where any error raises
+    where it happens (for debugging).
 
-    An unreadable image raises :class:`ImageDecodeError` naming the file, after the workers
-    have been stopped; with ``skip_bad_images`` it is logged and left out of its batch (a
-    batch may come out smaller, and a batch of only unreadable images not at all).
-    ``num_skipped`` counts the images the last pass left out.
+    An unreadable image raises :class:`ImageDecodeError`, after the workers have stopped;
+    with ``skip_bad_images`` it is logged and left out of its batch (which then comes out
+    smaller, or not at all), and ``num_skipped`` counts those of the last pass.
     """
 
     def __init__(self, dataset, batch_sampler, num_workers=0, skip_bad_images=False):
-        self.dataset = dataset
         self.batch_sampler = batch_sampler
         self.num_workers = num_workers
         self.skip_bad_images = skip_bad_images

@@ -65,11 +65,8 @@ def _linspace(start, stop, num):
 
 
 def magnitude_bins(num_bins, image_size):
-    """Map each op name to ``(magnitudes, signed)`` for an image of ``(height, width)``.
-
-    Signed ops are applied with a random sign. Translations reach 150/331 of the image side
-    (the paper's 150 pixels on 331-pixel images); posterize goes from 8 down to 4 bits.
-    """
+    """Op name -> ``(magnitudes, signed)``; translations reach 150/331 of the side (the
+    paper's 150 pixels on 331-pixel images)."""
     height, width = image_size
     return {
         "ShearX": (_linspace(0.0, 0.3, num_bins), True),
@@ -90,7 +87,6 @@ def magnitude_bins(num_bins, image_size):
 
 
 def apply_op(img, op_name, magnitude, interpolation="nearest", fill=None):
-    """Apply one AutoAugment op at a (signed) magnitude to a PIL image."""
     if op_name == "ShearX":
         # The magnitude is a shear factor; the affine op takes the equivalent angle.
         return F.shear_x(img, math.degrees(math.atan(magnitude)), interpolation, fill)
@@ -125,11 +121,8 @@ def apply_op(img, op_name, magnitude, interpolation="nearest", fill=None):
 
 
 class AutoAugment:
-    """Apply one randomly chosen sub-policy of a learned AutoAugment policy.
-
-    Each of the sub-policy's two ops is applied with its own probability; signed ops get a
-    random sign. ``policy`` must be ``"imagenet"``.
-    """
+    """One random sub-policy: each of its two ops with its own probability, signed ops
+    with a random sign."""
 
     num_bins = 10
 
@@ -144,7 +137,6 @@ class AutoAugment:
 
     @staticmethod
     def get_params(num_policies):
-        """Draw ``(policy index, [probability draw] * 2, [sign bit] * 2)``."""
         policy_id = random.randrange(num_policies)
         probs = [random.random(), random.random()]
         signs = [random.getrandbits(1), random.getrandbits(1)]

@@ -1,9 +1,6 @@
-"""Stateless image operations behind the transforms, on PIL images and numpy arrays.
-
-Every function follows the semantics of the matching ``torchvision.transforms.functional``
-call on PIL input, so that a model trained with torchvision's recipe sees the same pixels.
-Nothing here imports paddle: deployment code shares the evaluation preprocessing.
-"""
+"""The image operations behind the transforms, each with the semantics of its
+``torchvision.transforms.functional`` counterpart on PIL input, so that a model trained with
+torchvision's recipe sees the same pixels. No paddle: deployment shares the preprocessing."""
 
 import math
 import numbers
@@ -25,7 +22,6 @@ INTERPOLATION_MODES = {
 
 
 def pil_interpolation(interpolation):
-    """Return the PIL resampling filter for an interpolation name such as ``"bilinear"``."""
     try:
         return INTERPOLATION_MODES[interpolation]
     except (KeyError, TypeError):
@@ -40,7 +36,6 @@ def _check_pil(img):
 
 
 def as_height_width(size, name):
-    """Normalise an int or a 1/2-element sequence to ``(height, width)``."""
     if isinstance(size, numbers.Integral):
         return int(size), int(size)
     if isinstance(size, (list, tuple)) and len(size) in (1, 2):
@@ -49,11 +44,8 @@ def as_height_width(size, name):
 
 
 def resized_output_size(image_height, image_width, size):
-    """Output ``(height, width)`` of :func:`resize`.
-
-    An int (or 1-element sequence) sets the shorter side; the longer side keeps the aspect
-    ratio and is truncated, not rounded, exactly as torchvision does: ``int(size * long / short)``.
-    """
+    """Output ``(height, width)`` of :func:`resize`; the longer side is truncated, not
+    rounded, as torchvision does."""
     if isinstance(size, (list, tuple)) and len(size) == 2:
         return int(size[0]), int(size[1])
     if isinstance(size, (list, tuple)) and len(size) == 1:
@@ -105,23 +97,17 @@ def center_crop(img, size):
 
 
 def resized_crop(img, top, left, height, width, size, interpolation="bilinear"):
-    """Crop a box then resize it to ``size`` (same ``size`` convention as :func:`resize`)."""
     return resize(crop(img, top, left, height, width), size, interpolation)
 
 
 def hflip(img):
-    """Mirror a PIL image left to right."""
     _check_pil(img)
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
 def to_normalized_array(img, mean, std):
-    """PIL image -> float32 CHW array ``(pixel / 255 - mean) / std``.
-
-    The operations and their float32 order match torchvision's ``ToTensor`` (or
-    ``PILToTensor`` + ``ConvertImageDtype``) followed by ``Normalize``, so the results agree
-    to float32 rounding.
-    """
+    """PIL image -> float32 CHW ``(pixel / 255 - mean) / std``, in the float32 order of
+    torchvision's ``ToTensor`` + ``Normalize``, so that both agree to rounding."""
     _check_pil(img)
     pixels = np.asarray(img)
     if pixels.dtype != np.uint8:
@@ -137,8 +123,7 @@ def to_normalized_array(img, mean, std):
         )
     if np.any(std == 0):
         raise ValueError(f"std must not contain zeros, got {std.ravel().tolist()}")
-    # In place after the one conversion copy: the same float32 operations in the same
-    # order, without three more temporaries per image (this runs in every loader worker).
+    # In place after the one copy: no three more temporaries per image in every loader worker.
     chw = pixels.transpose(2, 0, 1).astype(np.float32)
     chw /= np.float32(255)
     chw -= mean
@@ -147,8 +132,7 @@ def to_normalized_array(img, mean, std):
 
 
 def erase(array, top, left, height, width, value):
-    """Return a copy of a CHW array with the ``height x width`` box at ``(top, left)``
-    replaced by ``value`` (a scalar, a per-channel sequence or a ``(C, height, width)`` array)."""
+    """A copy with the box replaced by ``value``: a scalar, one per channel, or ``(C, height, width)``."""
     erased = np.array(array, copy=True)
     value = np.asarray(value, dtype=erased.dtype)
     if value.ndim == 1:
@@ -179,7 +163,7 @@ def _fill_color(img, fill):
 
 
 def _affine(img, inverse_matrix, interpolation, fill):
-    """Apply the affine map whose inverse (output -> input coordinates) is ``inverse_matrix``."""
+    """PIL takes the inverse map: output -> input coordinates."""
     return img.transform(
         img.size,
         Image.Transform.AFFINE,
@@ -190,23 +174,17 @@ def _affine(img, inverse_matrix, interpolation, fill):
 
 
 def shear_x(img, angle, interpolation="nearest", fill=None):
-    """Shear horizontally by ``angle`` degrees about the top-left corner.
-
-    Output pixel ``(x, y)`` samples input ``(x + tan(angle) * y, y)``; the angle (not the
-    shear factor) is the argument because that is how torchvision's affine is specified.
-    """
+    """Shear about the top-left corner: output ``(x, y)`` samples input ``(x + tan(angle) * y, y)``.
+    An angle in degrees, as torchvision's affine takes it."""
     _check_pil(img)
     factor = math.tan(math.radians(angle))
     return _affine(img, (1.0, factor, 0.0, 0.0, 1.0, 0.0), interpolation, fill)
 
 
 def shear_y(img, angle, interpolation="nearest", fill=None):
-    """Shear vertically by ``angle`` degrees about the top-left corner.
-
-    The factor is computed as sin/cos rather than tan because that is what torchvision's
-    general rotation-and-shear matrix reduces to; the two differ in the last bit for about a
-    third of the angles, enough to move a nearest-neighbour sample now and then.
-    """
+    """Shear about the top-left corner. sin/cos, not tan, because torchvision's general
+    rotation-and-shear matrix reduces to it: the two differ in the last bit for about a third
+    of the angles, enough to move a nearest-neighbour sample now and then."""
     _check_pil(img)
     radians = math.radians(angle)
     factor = math.sin(radians) / math.cos(radians)
@@ -214,13 +192,12 @@ def shear_y(img, angle, interpolation="nearest", fill=None):
 
 
 def translate(img, dx, dy, interpolation="nearest", fill=None):
-    """Shift the content right by ``dx`` and down by ``dy`` pixels."""
     _check_pil(img)
     return _affine(img, (1.0, 0.0, -dx, 0.0, 1.0, -dy), interpolation, fill)
 
 
 def rotate(img, angle, interpolation="nearest", fill=None):
-    """Rotate counter-clockwise by ``angle`` degrees about the image centre, keeping the size."""
+    """Counter-clockwise, about the centre, keeping the size."""
     _check_pil(img)
     return img.rotate(angle, pil_interpolation(interpolation), fillcolor=_fill_color(img, fill))
 
@@ -242,12 +219,10 @@ def adjust_sharpness(img, factor):
 
 
 def posterize(img, bits):
-    """Keep the ``bits`` most significant bits of every channel."""
     return ImageOps.posterize(img, bits)
 
 
 def solarize(img, threshold):
-    """Invert every channel value at or above ``threshold``."""
     return ImageOps.solarize(img, threshold)
 
 

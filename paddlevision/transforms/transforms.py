@@ -1,8 +1,7 @@
 """Image transforms of torchvision's classification recipe, on PIL images and numpy arrays.
 
-Random decisions are drawn from Python's ``random`` module only, so seeding it (the datasets
-do so per sample from ``(seed, epoch, index)``) makes every transform reproducible. Arrays of
-noise come from a numpy generator seeded by ``random.getrandbits(64)`` for the same reason.
+Every random draw comes from Python's ``random`` module (noise arrays from a numpy generator
+seeded by it), so that the datasets' per-sample seeding makes every transform reproducible.
 """
 
 import math
@@ -39,8 +38,6 @@ def _check_probability(p):
 
 
 class Compose:
-    """Chain transforms: ``Compose([a, b])(x) == b(a(x))``."""
-
     def __init__(self, transforms):
         self.transforms = list(transforms)
 
@@ -55,7 +52,7 @@ class Compose:
 
 
 class Resize:
-    """Resize a PIL image; an int ``size`` sets the shorter side, ``(h, w)`` the exact size."""
+    """An int ``size`` sets the shorter side, ``(h, w)`` the exact size."""
 
     def __init__(self, size, interpolation="bilinear"):
         F.pil_interpolation(interpolation)  # fail at construction, not at the first sample
@@ -71,8 +68,6 @@ class Resize:
 
 
 class CenterCrop:
-    """Crop the centre of a PIL image, zero-padding when the image is smaller than the crop."""
-
     def __init__(self, size):
         self.size = F.as_height_width(size, "size")
 
@@ -84,11 +79,8 @@ class CenterCrop:
 
 
 class RandomResizedCrop:
-    """Crop a random area and aspect ratio of the image, then resize it to ``size``.
-
-    The area is a fraction of the image drawn uniformly from ``scale`` and the aspect ratio
-    (width / height) is drawn log-uniformly from ``ratio``, the Inception-style augmentation.
-    """
+    """Inception-style: a crop of a uniform fraction (``scale``) of the area with a log-uniform
+    aspect ratio (``ratio``, width / height), resized to ``size``."""
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0), interpolation="bilinear"):
         self.size = F.as_height_width(size, "size")
@@ -99,11 +91,8 @@ class RandomResizedCrop:
 
     @staticmethod
     def get_params(img, scale, ratio):
-        """Draw a crop box ``(top, left, height, width)`` that lies inside ``img``.
-
-        Ten attempts are made; if none fits, fall back to the largest central crop whose
-        aspect ratio is clamped into ``ratio``.
-        """
+        """``(top, left, height, width)``: ten tries, then the largest central crop with the
+        aspect ratio clamped into ``ratio``."""
         width, height = img.size
         area = height * width
         log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -140,8 +129,6 @@ class RandomResizedCrop:
 
 
 class RandomHorizontalFlip:
-    """Mirror a PIL image left to right with probability ``p``."""
-
     def __init__(self, p=0.5):
         self.p = _check_probability(p)
 
@@ -155,11 +142,7 @@ class RandomHorizontalFlip:
 
 
 class ToNormalizedArray:
-    """PIL image -> float32 CHW array ``(pixel / 255 - mean) / std``.
-
-    One step standing for torchvision's ``ToTensor`` + ``Normalize``, computed in the same
-    float32 order so both agree to rounding.
-    """
+    """torchvision's ``ToTensor`` + ``Normalize`` in one step (:func:`~.functional.to_normalized_array`)."""
 
     def __init__(self, mean, std):
         self.mean = tuple(float(m) for m in mean)
@@ -177,13 +160,9 @@ class ToNormalizedArray:
 
 
 class RandomErasing:
-    """With probability ``p``, overwrite a random box of a CHW array (Zhong et al., 2017).
-
-    The box area is a fraction of the image drawn from ``scale`` and its aspect ratio
-    (height / width) is log-uniform in ``ratio``. ``value`` is a scalar, a per-channel
-    sequence, or ``"random"`` for standard normal noise. Meant to run after normalisation,
-    so 0 erases to the dataset mean.
-    """
+    """With probability ``p``, overwrite a random box of a CHW array (Zhong et al., 2017);
+    ``ratio`` is height / width, ``value="random"`` standard normal noise. After
+    normalisation, so 0 is the dataset mean."""
 
     def __init__(self, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0):
         self.p = _check_probability(p)
@@ -204,8 +183,7 @@ class RandomErasing:
 
     @staticmethod
     def get_params(array, scale, ratio):
-        """Draw a box ``(top, left, height, width)`` strictly smaller than the image, or
-        ``None`` when ten attempts fail (the array is then returned unchanged)."""
+        """``(top, left, height, width)`` strictly inside the image, or ``None`` after ten tries."""
         image_height, image_width = array.shape[-2:]
         area = image_height * image_width
         log_ratio = (math.log(ratio[0]), math.log(ratio[1]))

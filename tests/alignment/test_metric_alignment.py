@@ -1,9 +1,10 @@
-"""utils.accuracy against the torchvision reference's accuracy() semantics.
+"""utils.correct_counts, train.py's top-k tally, against the torchvision reference's
+accuracy() semantics.
 
 The reference takes ``output.topk(maxk, 1, largest=True, sorted=True)``, compares the
 transposed predictions with the target, and returns ``correct_k * 100 / batch_size``
-per k. Ours returns fractions, so the reference figures are divided by 100 here. Random
-float logits have no ties, so the top-k sets are unambiguous on both sides.
+per k. Ours are counts: both are compared as fractions here. Random float logits have
+no ties, so the top-k sets are unambiguous on both sides.
 """
 
 import numpy as np
@@ -36,7 +37,8 @@ def torch_topk_accuracy(output, target, topk=TOPK):
 
 
 def ours(output, target, topk=TOPK):
-    return [float(a) for a in utils.accuracy(paddle.to_tensor(output), paddle.to_tensor(target), topk=topk)]
+    counts = utils.correct_counts(paddle.to_tensor(output), paddle.to_tensor(target), topk=topk)
+    return [float(c) / len(target) for c in counts]
 
 
 CASES = [(batch, classes, seed) for seed, (batch, classes) in enumerate([(1, 10), (7, 10), (32, 10), (64, 1000), (256, 100)])]
