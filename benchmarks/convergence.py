@@ -218,23 +218,33 @@ def summarize(gaps, confidence=0.95):
     }
 
 
-def main(args):
-    if torch is None:
-        raise SystemExit("error: benchmarks/convergence.py compares against PyTorch: "
-                         "pip install torch==2.14.1 torchvision==0.29.1")
-    setup_device("cpu")  # Paddle configured as train.py configures itself
-    runs = [run_seed(args, seed) for seed in args.seeds]
-    summary = summarize([run["top1_gap_points"] for run in runs])
-    result = {
-        "summary": summary,
+def collect(args, runs):
+    """The JSON record of the seeds run so far."""
+    return {
+        "summary": summarize([run["top1_gap_points"] for run in runs]),
         "recipe": {
             "epochs": args.epochs, "resolution": args.resolution, "batch_size": args.batch_size, "lr": args.lr,
             "momentum": args.momentum, "weight_decay": args.weight_decay, "lr_step_size": args.lr_step_size,
             "lr_gamma": args.lr_gamma, "label_smoothing": args.label_smoothing, "dropout": args.dropout,
         },
         "runs": runs,
-        "versions": {"paddle": paddle.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__},
+        "versions": {"paddle": paddle.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__},
     }
+
+
+def main(args):
+    if torch is None:
+        raise SystemExit("error: benchmarks/convergence.py compares against PyTorch: "
+                         "pip install torch==2.14.1 torchvision==0.29.1")
+    setup_device("cpu")  # Paddle configured as train.py configures itself
+    runs = []
+    for seed in args.seeds:
+        runs.append(run_seed(args, seed))
+        result = collect(args, runs)
+        if args.json:  # after every seed, so that an interrupted run keeps the seeds it finished
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    summary = result["summary"]
     print(f"\n{'seed':>4}{'paddle top-1':>14}{'torch top-1':>13}{'gap':>8}")
     for run in runs:
         print(f"{run['seed']:>4}{100 * run['paddle_top1']:14.2f}{100 * run['torch_top1']:13.2f}"
@@ -244,8 +254,6 @@ def main(args):
         low, high = summary["ci_points"]
         line += f", 95% CI [{low:+.2f}, {high:+.2f}], sd {summary['sd_points']:.2f}"
     print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
