@@ -201,19 +201,26 @@ print(f"image_name: {img}, class_id: 999, prob: 0.5")
 """
 
 
-def test_inconsistent_inference_fails_the_check(tmp_path):
-    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN_REAL_WEIGHTS.format(repo=str(REPO_ROOT)))
-    (tmp_path / "fake_export.py").write_text(FAKE_EXPORT)
-    (tmp_path / "fake_infer.py").write_text(FAKE_INFER_WRONG_CLASS)
+def fake_chain_lines(tmp_path, train, export, infer, gpu_list, use_gpu):
+    """The shipped config with training, export and inference replaced by the given
+    scripts' texts (written to tmp_path), evaluation off and inference at batch 1."""
+    for name, text in (("fake_train.py", train), ("fake_export.py", export), ("fake_infer.py", infer)):
+        (tmp_path / name).write_text(text)
     lines = config_lines()
-    set_value(lines, "gpu_list", "-1")
+    set_value(lines, "gpu_list", gpu_list)
     set_value(lines, "norm_train", tmp_path / "fake_train.py")
     set_value(lines, "eval", "null")
     set_value(lines, "norm_export", tmp_path / "fake_export.py")
     set_value(lines, "inference", tmp_path / "fake_infer.py")
-    set_value(lines, "--use-gpu", "False")
+    set_value(lines, "--use-gpu", use_gpu)
     set_value(lines, "--use-mkldnn", "True")
     set_value(lines, "--batch-size", "1", last=True)  # the inference batch size
+    return lines
+
+
+def test_inconsistent_inference_fails_the_check(tmp_path):
+    lines = fake_chain_lines(tmp_path, FAKE_TRAIN_REAL_WEIGHTS.format(repo=str(REPO_ROOT)), FAKE_EXPORT,
+                             FAKE_INFER_WRONG_CLASS, gpu_list="-1", use_gpu="False")
     config = write_config(tmp_path, lines)
 
     result = run_tipc(TEST_SCRIPT, config, "lite_train_lite_infer", tmp_path)
@@ -390,18 +397,8 @@ def test_one_gpu_machine(tmp_path):
     fake_python = tmp_path / "python"
     fake_python.write_text(FAKE_ONE_GPU_PYTHON.format(python=sys.executable))
     fake_python.chmod(0o755)
-    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN_RANK0_WEIGHTS.format(repo=str(REPO_ROOT)))
-    (tmp_path / "fake_export.py").write_text(FAKE_EXPORT_ANSWER)
-    (tmp_path / "fake_infer.py").write_text(FAKE_INFER_TF32)
-    lines = config_lines()
-    set_value(lines, "gpu_list", "0|0,1")
-    set_value(lines, "norm_train", tmp_path / "fake_train.py")
-    set_value(lines, "eval", "null")
-    set_value(lines, "norm_export", tmp_path / "fake_export.py")
-    set_value(lines, "inference", tmp_path / "fake_infer.py")
-    set_value(lines, "--use-gpu", "True|False")
-    set_value(lines, "--use-mkldnn", "True")
-    set_value(lines, "--batch-size", "1", last=True)
+    lines = fake_chain_lines(tmp_path, FAKE_TRAIN_RANK0_WEIGHTS.format(repo=str(REPO_ROOT)), FAKE_EXPORT_ANSWER,
+                             FAKE_INFER_TF32, gpu_list="0|0,1", use_gpu="True|False")
     config = write_config(tmp_path, lines)
 
     result = run_tipc(TEST_SCRIPT, config, "lite_train_lite_infer", tmp_path, python=fake_python)
