@@ -47,13 +47,26 @@ def lite_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(lite_data, tmp_path_factory):
-    """One epoch of lite training; returns (output_dir, completed process)."""
+    """One epoch of lite training; returns (output_dir, completed process, the names it
+    wrote). Of the checkpoints (230 MB each) only latest.pdparams is kept."""
     out = tmp_path_factory.mktemp("train_out")
     result = run_script(
         "train.py", "--data-path", lite_data, "--epochs", "1", "-b", "8", "--print-freq", "1", "--device", "cpu",
         "--output-dir", out, "-j", "0", "--seed", "0", *FAST_SIZES,
     )
-    return out, result
+    written = sorted(path.name for path in out.iterdir())
+    for path in out.glob("*.pd*"):
+        if path.name != "latest.pdparams":
+            path.unlink()
+    return out, result, written
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """A directory for the files a module's tests share, removed when the module is done."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ spec.loader.exec_module(convert_tool)
 
 
 @pytest.fixture(scope="module")
-def alexnet10_pdparams(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "alexnet10.pdparams"
+def alexnet10_pdparams(module_tmp):
+    path = module_tmp / "alexnet10.pdparams"
     paddle.save(AlexNet(num_classes=10).state_dict(), str(path))
     return path
 

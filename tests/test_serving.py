@@ -55,9 +55,9 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def fitted(images, tmp_path_factory):
+def fitted(images, module_tmp):
     """(weights, the (class_id, prob) each image was built to get)."""
-    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
+    weights = module_tmp / "alexnet4.pdparams"
     return weights, save_peaked_weights(weights, images)
 
 
@@ -67,8 +67,8 @@ def expected(fitted):
 
 
 @pytest.fixture(scope="module")
-def exported(fitted, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
+def exported(fitted, module_tmp):
+    out = module_tmp / "alexnet_infer"
     run_script("tools/export_model.py", "--pretrained", fitted[0], "--save-inference-dir", out, "--device", "cpu")
     return out
 
@@ -82,10 +82,10 @@ def test_offline_paddle_inference_gives_the_constructed_answers(exported, images
 
 
 @pytest.fixture(scope="module")
-def service(exported, tmp_path_factory):
+def service(exported, module_tmp):
     """The running service and every /health status seen while it started."""
     statuses = []
-    server = ServiceProcess("--model-dir", exported, *SERVICE_FLAGS, log_path=tmp_path_factory.mktemp("log") / "s.log")
+    server = ServiceProcess("--model-dir", exported, *SERVICE_FLAGS, log_path=module_tmp / "s.log")
     try:
         server.wait_healthy(on_status=statuses.append)
         server.startup_statuses = statuses
