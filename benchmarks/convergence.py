@@ -45,6 +45,7 @@ from paddlevision.device import setup_device
 from paddlevision.models import AlexNet
 from paddlevision.optim import build_lr_scheduler, build_optimizer
 from paddlevision.transforms import ClassificationPresetEval, ClassificationPresetTrain
+from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import load_state_dict_checked, torch_to_paddle_state_dict
 
 import paddle
@@ -149,7 +150,7 @@ def run_seed(args, seed):
     # Dropout masks (if any) come from each framework's own generator.
     paddle.seed(seed)
     torch.manual_seed(seed)
-    resize_size = round(args.resolution * 256 / 224)  # the recipe's 256/224 ratio
+    resize_size = round(args.resolution * EVAL_RESIZE_SIZE / EVAL_CROP_SIZE)  # the recipe's ratio
     dataset = ImageFolder(Path(args.data_path) / "train", ClassificationPresetTrain(crop_size=args.resolution),
                           seed=seed)
     dataset_val = ImageFolder(Path(args.data_path) / "val",

@@ -35,9 +35,6 @@ EVAL_CROP_SIZE = 224
 # ImageNet channel statistics (RGB, on the [0, 1] scale) used by torchvision's pretrained weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Evaluation geometry of the recipe: short side resized to 256, then a 224 center crop.
-EVAL_RESIZE_SIZE = 256
-EVAL_CROP_SIZE = 224
 
 _AUTO_AUGMENT_POLICIES = ("imagenet",)
 
