@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import utils
-from train import get_args_parser, make_loaders
+from train import make_loaders
 
 
 class IndexDataset:
@@ -23,8 +23,7 @@ class IndexDataset:
 
 
 def loaders(train_size, test_size, batch_size):
-    args = get_args_parser().parse_args(["-b", str(batch_size), "-j", "0"])
-    return make_loaders(IndexDataset(train_size), IndexDataset(test_size), args)
+    return make_loaders(IndexDataset(train_size), IndexDataset(test_size), batch_size, workers=0, skip_bad_images=False)
 
 
 def indices_per_batch(loader):
