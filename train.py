@@ -215,7 +215,7 @@ def make_loaders(dataset, dataset_test, batch_size, workers, skip_bad_images):
 
 def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, is_best):
     """``model_{epoch}`` is written once; ``latest`` and ``best_model`` are atomic copies of
-    it. ``latest.pdopt`` is replaced before ``latest.pdparams``; both record the epoch, so a
+    it (hard links where possible). ``latest.pdopt`` is replaced before ``latest.pdparams``; both record the epoch, so a
     crash between the two is detected on resume (and ``model_{epoch}`` is complete)."""
     rng_states = utils.gather_objects(checkpoint.rng_state())
     if not utils.is_main_process():

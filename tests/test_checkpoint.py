@@ -144,3 +144,18 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
         checkpoint.atomic_save({"w": paddle.zeros([2])}, path)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pdparams"]
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard link", "file system without links"])
+def test_latest_holds_the_epoch_and_keeps_it_when_the_epoch_file_is_saved_again(tmp_path, monkeypatch, links):
+    if not links:
+        monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(OSError("no links here")))
+    epoch_file, latest = tmp_path / "model_0.pdparams", tmp_path / "latest.pdparams"
+    checkpoint.atomic_save({"w": paddle.ones([2])}, epoch_file)
+    checkpoint.atomic_save({"w": paddle.zeros([2])}, latest)  # an older latest, replaced
+    checkpoint.atomic_copy(epoch_file, latest)
+    assert latest.read_bytes() == epoch_file.read_bytes()
+    assert (latest.stat().st_ino == epoch_file.stat().st_ino) == links  # 230 MB saved per name
+    checkpoint.atomic_save({"w": paddle.full([2], 7.0)}, epoch_file)  # a resumed run saving epoch 0 again
+    np.testing.assert_array_equal(paddle.load(str(latest))["w"].numpy(), [1.0, 1.0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pdparams", "model_0.pdparams"]
