@@ -165,10 +165,10 @@ def test_accelerate_keeps_parameter_names_and_says_what_it_did(ops):
                                        "5 ReLUs fused, 3 max-pools, 1 blocked-layout chains")
     assert [i for i, layer in enumerate(fast.features) if isinstance(layer, onednn.OneDNNConv2D)] == [0, 3, 6, 8, 10]
     # NCHW in (the image) and out (to the average pool), blocked in between.
-    assert [(type(layer).__name__, blocked_in, blocked_out) for layer, blocked_in, blocked_out in fast.features.plan()] \
-        == [("OneDNNConv2D", False, True), ("OneDNNMaxPool2D", True, True), ("OneDNNConv2D", True, True),
-            ("OneDNNMaxPool2D", True, True), ("OneDNNConv2D", True, True), ("OneDNNConv2D", True, True),
-            ("OneDNNConv2D", True, True), ("OneDNNMaxPool2D", True, False)]
+    plan = [(type(layer).__name__, blocked_in, blocked_out) for layer, blocked_in, blocked_out in fast.features.plan()]
+    assert plan == [("OneDNNConv2D", False, True), ("OneDNNMaxPool2D", True, True), ("OneDNNConv2D", True, True),
+                    ("OneDNNMaxPool2D", True, True), ("OneDNNConv2D", True, True), ("OneDNNConv2D", True, True),
+                    ("OneDNNConv2D", True, True), ("OneDNNMaxPool2D", True, False)]
 
 
 def test_blocked_chain_equals_the_layers_one_by_one(ops):

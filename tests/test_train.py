@@ -218,7 +218,8 @@ def test_default_run_names_its_conv_engine(quick_start):
     assert len(engine_lines) == 1 and engine_lines[0] < 3, lines[:5]
     try:
         onednn.find_headers(onednn.library_version(onednn.paddle_onednn_library()))
-        expected = r"onednn \(paddle's libdnnl\.so\.3, .+\): 5 convolutions, 5 ReLUs fused, 3 max-pools, 1 blocked-layout chains"
+        expected = (r"onednn \(paddle's libdnnl\.so\.3, .+\): "
+                    r"5 convolutions, 5 ReLUs fused, 3 max-pools, 1 blocked-layout chains")
     except onednn.OneDNNUnavailable as exc:
         expected = re.escape(f"paddle ({exc})")
     assert re.fullmatch(f"conv engine: {expected}", lines[engine_lines[0]])
