@@ -276,3 +276,22 @@ def test_without_headers_auto_falls_back_to_paddle_with_the_reason(tmp_path, mon
     assert choice.engine == "paddle"
     assert choice.reason.startswith("no oneDNN 3.x headers") and "requirements-onednn.txt" in choice.reason
     assert onednn.Acceleration(choice).log_line() == f"conv engine: paddle ({choice.reason})"
+
+
+def test_amp_on_cpu_is_refused_in_one_line_saying_why(tmp_path):
+    result = run_script("train.py", "--amp", "--device", "cpu", "--output-dir", tmp_path, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --amp: no mixed precision on CPU: Paddle's dygraph auto_cast computes "
+                                    "float32 there, and the oneDNN conv engine is float32 only (this CPU has ")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, why", [
+    ({"avx2", "fma"}, "this CPU has neither avx512_bf16 nor amx_bf16, and oneDNN 3.6 has no bf16 convolution"),
+    ({"avx512f", "avx512_bf16"}, "this CPU has avx512_bf16)"),
+])
+def test_amp_refusal_names_the_cpu_bf16_support(monkeypatch, flags, why):
+    monkeypatch.setattr(train, "cpu_vendor_and_flags", lambda: ("AuthenticAMD", frozenset(flags)))
+    with pytest.raises(SystemExit, match=re.escape(why)):
+        train.resolve_amp_dtype(True, "cpu")
+    assert train.resolve_amp_dtype(True, "gpu:0") == "float16"
