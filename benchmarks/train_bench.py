@@ -3,7 +3,7 @@ on the identical architecture and against the machine's limit (its sgemm rate, m
 in the same run), the data pipeline against torchvision's, and an epoch on real JPEGs
 through train.py's own loader against the synthetic-data step rate.
 
-    python -m benchmarks.train_bench --threads 2 --steps 5 --json benchmarks/results/train_bench.json
+    python -m benchmarks.train_bench --threads 2 --steps 7 --passive --json benchmarks/results/train_bench.json
 
 A training step is forward, cross entropy, backward and SGD with momentum 0.9 and weight
 decay 1e-4 on a random batch (``--batch-size`` images of 224x224, 1000 classes).
@@ -52,9 +52,9 @@ DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
 # is configured by paddlevision.device.setup_device, exactly as train.py configures itself,
 # with each --conv-engine (paddlevision.onednn), and as it was before issue 13 (gradients
 # zero-filled by clear_grad). In dygraph FLAGS_use_mkldnn changes nothing in Paddle 3.3
-# (ONEDNN_VERBOSE shows no oneDNN primitive); it is measured to show that. The amp modes are float16 on GPU; on CPU
-# train.py refuses --amp, because Paddle 3.3's dygraph auto_cast runs float32 there even
-# on CPUs with AVX512_BF16. Static graphs with oneDNN fail in the
+# (ONEDNN_VERBOSE shows no oneDNN primitive); it is measured to show that. The amp modes
+# are float16 on GPU; on CPU train.py refuses --amp, because Paddle 3.3's dygraph auto_cast
+# runs float32 there even on CPUs with AVX512_BF16. Static graphs with oneDNN fail in the
 # backward pass (pool2d_grad raises dnnl::error), and a to_static step that includes the
 # optimizer segfaults, so neither is offered.
 PADDLE_MODES = {
