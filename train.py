@@ -13,9 +13,10 @@ from pathlib import Path
 # paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision import checkpoint
 from paddlevision.datasets import ImageFolder, ImageLoader, ListDataset, extract_lite_data
-from paddlevision.device import DeviceError, setup_device
+from paddlevision.device import DeviceError, configure_cpu_math, cpu_vendor_and_flags, setup_device
 from paddlevision.image import ImageDecodeError
 from paddlevision.models import get_model, list_models
+from paddlevision.onednn import ENGINES, OneDNNUnavailable, accelerate
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE, TRAIN_CROP_SIZE
 from paddlevision.weights import WeightsError, load_pretrained, load_state_dict_checked, read_weights
@@ -29,15 +30,22 @@ REPO_ROOT = Path(__file__).resolve().parent
 LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 def resolve_amp_dtype(amp, device):
     """``--amp`` is float16 on GPU. Paddle 3.3's dygraph ``auto_cast`` computes float32 on CPU
-    (with a warning), so there ``--amp`` is refused rather than silently ignored."""
+    (with a warning), so there ``--amp`` is refused rather than silently ignored; bf16 through
+    the oneDNN convolutions is not built, as it could not be tested on a CPU without bf16."""
     if not amp:
         return None
     if device.startswith("gpu"):
         return "float16"
-    raise SystemExit("error: --amp: Paddle's dygraph mixed precision has no effect on CPU (auto_cast runs float32 "
-                     "there); train without --amp, or use a GPU")
+    bf16 = [flag for flag in BF16_CPU_FLAGS if flag in cpu_vendor_and_flags()[1]]
+    this_cpu = f"this CPU has {', '.join(bf16)}" if bf16 else (
+        f"this CPU has neither {' nor '.join(BF16_CPU_FLAGS)}, and oneDNN 3.6 has no bf16 convolution without them")
+    raise SystemExit(f"error: --amp: no mixed precision on CPU: Paddle's dygraph auto_cast computes float32 there, "
+                     f"and the oneDNN conv engine is float32 only ({this_cpu}); train without --amp, or use a GPU")
 
 
 def forward_loss(model, criterion, image, target, amp_dtype=None):
@@ -50,7 +58,9 @@ def forward_loss(model, criterion, image, target, amp_dtype=None):
 
 
 def optimizer_step(loss, optimizer, scaler=None):
-    optimizer.clear_grad()
+    # Gradients are dropped, not zero-filled (torch's zero_grad(set_to_none=True)): backward
+    # then writes them instead of adding to 61 M zeros.
+    optimizer.clear_grad(set_to_zero=False)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -249,6 +259,12 @@ def main(args):
                          f"in {data_path}")
 
     model = get_model(args.model, num_classes=num_classes, dropout=args.dropout)
+    # Before DataParallel wraps the model; parameter names are kept, so checkpoints and
+    # --pretrained/--resume weights are those of the stock model. configure_cpu_math()
+    # returns the thread share setup_device gave Paddle (setting it again changes nothing).
+    acceleration = accelerate(model, args.device, args.conv_engine,
+                              num_threads=configure_cpu_math() if args.device == "cpu" else None)
+    utils.print_main(acceleration.log_line())
     meta = {"model": args.model, "num_classes": num_classes, "class_names": list(class_names)}
     if args.pretrained:
         # Starting a training from weights with another head is fine-tuning; evaluating
@@ -350,6 +366,10 @@ def get_args_parser(add_help=True):
     parser.add_argument("--random-erase", default=0.0, type=float, help="random erasing probability")
     parser.add_argument("--amp", action="store_true",
                         help="float16 mixed precision (GPU only: Paddle's dygraph AMP does nothing on CPU)")
+    parser.add_argument("--conv-engine", default="auto", choices=ENGINES,
+                        help="convolutions, their ReLUs and max-pools: auto is oneDNN on CPU when its operators "
+                             "compile (needs requirements-onednn.txt; first use compiles for about a minute), else "
+                             "Paddle's; onednn fails when it cannot be had")
     parser.add_argument("--seed", default=None, type=int, help="seed for reproducible runs")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     parser.add_argument("--val-resize-size", default=EVAL_RESIZE_SIZE, type=int, help="evaluation resize (short side)")
@@ -363,5 +383,7 @@ if __name__ == "__main__":
         main(get_args_parser().parse_args())
     except (WeightsError, DeviceError) as err:  # the message names the file or flag
         raise SystemExit(f"error: {err}")
+    except OneDNNUnavailable as err:
+        raise SystemExit(f"error: --conv-engine onednn: {err}")
     except ImageDecodeError as err:
         raise SystemExit(f"error: {err} (--skip-bad-images skips unreadable images)")

@@ -1,8 +1,9 @@
 """Training throughput of AlexNet: Paddle in each mode worth offering against PyTorch eager
-on the identical architecture, the data pipeline against torchvision's, and an epoch on
-real JPEGs through train.py's own loader against the synthetic-data step rate.
+on the identical architecture and against the machine's limit (its sgemm rate, measured
+in the same run), the data pipeline against torchvision's, and an epoch on real JPEGs
+through train.py's own loader against the synthetic-data step rate.
 
-    python -m benchmarks.train_bench --threads 2 --steps 5 --json benchmarks/results/train_bench.json
+    python -m benchmarks.train_bench --threads 2 --steps 7 --passive --json benchmarks/results/train_bench.json
 
 A training step is forward, cross entropy, backward and SGD with momentum 0.9 and weight
 decay 1e-4 on a random batch (``--batch-size`` images of 224x224, 1000 classes).
@@ -11,7 +12,10 @@ Every configuration whose process-wide settings differ (Paddle as installed, Pad
 train.py sets it up, PyTorch) runs in its own child process, and the parent times the
 modes round-robin, one step each per round: on a shared machine a burst of load then
 hits every mode alike, and each number is the median of ``--steps`` timed steps after
-``--warmup`` untimed ones. Figures from one run are comparable with each other only.
+``--warmup`` untimed ones. Each step also reports the CPU seconds its process used (all
+threads); with ``--passive`` idle OpenMP threads sleep at once instead of spinning, so that
+this figure measures a step's work even on a loaded machine. Figures from one run are
+comparable with each other only.
 """
 
 import argparse
@@ -39,20 +43,24 @@ from paddlevision.transforms.presets import IMAGENET_MEAN, IMAGENET_STD, Classif
 
 IMG_SIZE = 224
 NUM_CLASSES = 1000
+# Forward 0.714 G multiply-adds (1.43 GFLOP) per 224x224 image; backward twice that.
+GFLOP_PER_TRAIN_IMAGE = 4.3
 LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
 DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
 
 # Modes of each child process. "installed" is Paddle with no settings of ours; "train.py"
-# is configured by paddlevision.device.setup_device, exactly as train.py configures itself.
-# In dygraph FLAGS_use_mkldnn changes nothing in Paddle 3.3 (ONEDNN_VERBOSE shows no
-# oneDNN primitive); it is measured to show that. The amp modes are float16 on GPU; on CPU
-# train.py refuses --amp, because Paddle 3.3's dygraph auto_cast runs float32 there even
-# on CPUs with AVX512_BF16. Static graphs with oneDNN fail in the
+# is configured by paddlevision.device.setup_device, exactly as train.py configures itself,
+# with each --conv-engine (paddlevision.onednn), and as it was before issue 13 (gradients
+# zero-filled by clear_grad). In dygraph FLAGS_use_mkldnn changes nothing in Paddle 3.3
+# (ONEDNN_VERBOSE shows no oneDNN primitive); it is measured to show that. The amp modes
+# are float16 on GPU; on CPU train.py refuses --amp, because Paddle 3.3's dygraph auto_cast
+# runs float32 there even on CPUs with AVX512_BF16. Static graphs with oneDNN fail in the
 # backward pass (pool2d_grad raises dnnl::error), and a to_static step that includes the
 # optimizer segfaults, so neither is offered.
 PADDLE_MODES = {
     "installed": ["dygraph, as installed", "dygraph, FLAGS_use_mkldnn"],
-    "train.py": ["dygraph", "dygraph, amp", "to_static fwd+loss", "to_static fwd+loss, amp"],
+    "train.py": ["dygraph, paddle conv, zero-filled grads", "dygraph, paddle conv", "dygraph, onednn conv",
+                 "dygraph, amp", "to_static fwd+loss", "to_static fwd+loss, amp"],
 }
 TORCH_MODE = "eager"
 
@@ -68,6 +76,11 @@ def get_args_parser():
     parser.add_argument("--data-repeats", default=5, type=int, help="timed passes over the JPEGs per pipeline")
     parser.add_argument("--epoch-batches", default=8, type=int, help="batches in the end-to-end epoch")
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--passive", action="store_true",
+                        help="idle OpenMP threads sleep at once (OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0), so that "
+                             "the CPU seconds of a step measure its work on a loaded machine")
+    parser.add_argument("--gap", default=0.2, type=float,
+                        help="untimed pause (s) before each timed step: the previous mode's threads go idle")
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # child process: "installed"/"train.py"/"torch"
     return parser
@@ -80,30 +93,40 @@ def paddle_worker(args):
     """Answer the parent's commands (one JSON object a line) for one Paddle configuration."""
     from paddlevision.device import configure_cpu_math, default_device, setup_device
     from paddlevision.models import alexnet
+    from paddlevision.onednn import accelerate, choose_conv_engine
 
     import paddle
 
     import train
 
+    threads = None
     if args.worker == "train.py":
         device = setup_device(args.device)
-        if device == "cpu" and args.threads:
-            configure_cpu_math(args.threads)
+        threads = configure_cpu_math(args.threads) if device == "cpu" else None
     else:
         device = args.device or default_device()
         paddle.set_device(device)
     train_args = train.get_args_parser().parse_args([] if args.device is None else ["--device", device])
     train_args.device = device
+    default_engine = choose_conv_engine(device, train_args.conv_engine).engine if args.worker == "train.py" else None
 
-    paddle.seed(0)
-    model = alexnet(num_classes=NUM_CLASSES)
-    model.train()
-    optimizer = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=model.parameters(),
-                                          weight_decay=1e-4)
     criterion = paddle.nn.CrossEntropyLoss()
     image = paddle.randn([args.batch_size, 3, IMG_SIZE, IMG_SIZE])
     target = paddle.randint(0, NUM_CLASSES, [args.batch_size])
+    trainees = {}  # conv engine -> (model, optimizer): the same initial weights for each engine
     steps = {}
+
+    def trainee(engine):
+        if engine not in trainees:
+            paddle.seed(0)
+            model = alexnet(num_classes=NUM_CLASSES)
+            model.train()
+            if args.worker == "train.py":
+                accelerate(model, device, engine, num_threads=threads)
+            optimizer = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=model.parameters(),
+                                                  weight_decay=1e-4)
+            trainees[engine] = model, optimizer
+        return trainees[engine]
 
     def make_step(mode):
         amp_dtype = None
@@ -113,6 +136,7 @@ def paddle_worker(args):
             except SystemExit as exc:
                 raise RuntimeError(exc) from None
         paddle.set_flags({"FLAGS_use_mkldnn": "FLAGS_use_mkldnn" in mode})
+        model, optimizer = trainee("onednn" if "onednn" in mode else "paddle")
 
         # train.py's own step: its forward_loss (compiled as a whole in the to_static
         # mode) and its optimizer_step.
@@ -125,7 +149,12 @@ def paddle_worker(args):
 
         def step():
             loss = batch_loss(image, target)
-            train.optimizer_step(loss, optimizer, scaler)
+            if "zero-filled grads" in mode:  # train.py's step before issue 13
+                optimizer.clear_grad(set_to_zero=True)
+                loss.backward()
+                optimizer.step()
+            else:
+                train.optimizer_step(loss, optimizer, scaler)
             return float(loss)  # waits for the device
 
         return step
@@ -133,21 +162,47 @@ def paddle_worker(args):
     def handle(request):
         if request["cmd"] == "info":
             amp = train.resolve_amp_dtype(train_args.amp, device)
-            return {"device": device, "default_amp": amp, "modes": PADDLE_MODES[args.worker]}
+            return {"device": device, "default_amp": amp, "default_engine": default_engine,
+                    "modes": PADDLE_MODES[args.worker]}
         if request["cmd"] == "end_to_end":
-            return run_end_to_end(request["data_path"], args, model, criterion, optimizer, train_args)
+            return run_end_to_end(request["data_path"], args, *trainee(default_engine), criterion, train_args)
+        if request["cmd"] == "sgemm":
+            a, b = paddle.randn([SGEMM_SIZE, SGEMM_SIZE]), paddle.randn([SGEMM_SIZE, SGEMM_SIZE])
+            return sgemm_rate(lambda: float(paddle.matmul(a, b)[0, 0]), threads or 1)
         mode = request["mode"]
         if mode not in steps:
             steps[mode] = make_step(mode)
         paddle.set_flags({"FLAGS_use_mkldnn": "FLAGS_use_mkldnn" in mode})
-        start = time.perf_counter()
-        loss = steps[mode]()
-        return {"seconds": time.perf_counter() - start, "loss": loss}
+        return timed(steps[mode])
 
     serve(handle)
 
 
-def run_end_to_end(data_path, args, model, criterion, optimizer, train_args):
+SGEMM_SIZE = 2048
+
+
+def timed(step):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    loss = step()
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start, "loss": loss}
+
+
+def sgemm_rate(multiply, threads, repeats=5):
+    """GFLOP/s of a 2048x2048 float32 matrix product through the framework's own matmul, best
+    of ``repeats``: by the wall clock, and per CPU-second times the threads (what the cores
+    give when this process has them to itself)."""
+    multiply()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        multiply()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+    gflop = 2 * SGEMM_SIZE**3 / 1e9
+    return {"gflops_wall": gflop / min(wall), "gflops_per_cpu_second_x_threads": gflop / min(cpu) * threads}
+
+
+def run_end_to_end(data_path, args, model, optimizer, criterion, train_args):
     """One epoch of train.py's own loop and loader (default workers, shared memory)."""
     import train
     import utils
@@ -196,16 +251,20 @@ def torch_worker(args):
     image = torch.randn(args.batch_size, 3, IMG_SIZE, IMG_SIZE, device=device)
     target = torch.randint(0, NUM_CLASSES, (args.batch_size,), device=device)
 
-    def handle(request):
-        if request["cmd"] == "info":
-            return {"device": device, "threads": torch.get_num_threads(), "modes": [TORCH_MODE]}
-        start = time.perf_counter()
+    def step():
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(model(image), target)
         loss.backward()
         optimizer.step()
-        value = loss.item()  # waits for the device
-        return {"seconds": time.perf_counter() - start, "loss": value}
+        return loss.item()  # waits for the device
+
+    def handle(request):
+        if request["cmd"] == "info":
+            return {"device": device, "threads": torch.get_num_threads(), "modes": [TORCH_MODE]}
+        if request["cmd"] == "sgemm":
+            a, b = torch.randn(SGEMM_SIZE, SGEMM_SIZE), torch.randn(SGEMM_SIZE, SGEMM_SIZE)
+            return sgemm_rate(lambda: torch.mm(a, b), torch.get_num_threads())
+        return timed(step)
 
     serve(handle)
 
@@ -233,8 +292,9 @@ class Worker:
         command += ["--threads", str(args.threads)] if args.threads else []
         command += ["--device", args.device] if args.device else []
         self.kind = kind
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", KMP_BLOCKTIME="0") if args.passive else None
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        cwd=REPO_ROOT)
+                                        cwd=REPO_ROOT, env=env)
 
     def ask(self, **request):
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -266,13 +326,31 @@ def time_training_steps(workers, args):
     timings = {key: [] for key in modes if (key[0].kind, key[1]) not in failed}
     for _ in range(args.steps):
         for worker, mode in timings:
-            timings[(worker, mode)].append(worker.ask(cmd="step", mode=mode)["seconds"])
+            time.sleep(args.gap)
+            timings[(worker, mode)].append(worker.ask(cmd="step", mode=mode))
     return [
         {"impl": "torch" if worker.kind == "torch" else "paddle", "config": worker.kind, "mode": mode,
-         "batch_size": args.batch_size, "images_per_sec": args.batch_size / statistics.median(seconds),
-         "step_seconds": [round(s, 4) for s in seconds]}
-        for (worker, mode), seconds in timings.items()
+         "batch_size": args.batch_size,
+         "images_per_sec": args.batch_size / statistics.median(a["seconds"] for a in answers),
+         "cpu_seconds_per_step": statistics.median(a["cpu_seconds"] for a in answers),
+         "step_seconds": [round(a["seconds"], 4) for a in answers],
+         "losses": [round(a["loss"], 5) for a in answers]}
+        for (worker, mode), answers in timings.items()
     ]
+
+
+def physical_limit(workers, args):
+    """The step rate the measured sgemm rate allows at 4.3 GFLOP per training image: by the
+    wall clock, and in CPU seconds per step (from the rate per CPU-second)."""
+    rates = {worker.kind: worker.ask(cmd="sgemm") for worker in workers if worker.kind in ("train.py", "torch")}
+    rates = {kind: rate for kind, rate in rates.items() if "error" not in rate}
+    if not rates:
+        return None
+    wall = max(rate["gflops_wall"] for rate in rates.values())
+    per_cpu = max(rate["gflops_per_cpu_second_x_threads"] for rate in rates.values())
+    threads = args.threads or len(os.sched_getaffinity(0))
+    return {"sgemm": rates, "images_per_sec": wall / GFLOP_PER_TRAIN_IMAGE,
+            "cpu_seconds_per_step": args.batch_size * GFLOP_PER_TRAIN_IMAGE / per_cpu * threads}
 
 
 def sample_jpegs():
@@ -366,8 +444,9 @@ def end_to_end(worker, blobs, synthetic_rate, args):
 
 def default_mode_name(info):
     """The train.py mode that a run with no extra flags uses, from the train.py worker's own
-    setup (setup_device and train.resolve_amp_dtype on train.py's default args)."""
-    return "dygraph, amp" if info.get("default_amp") else "dygraph"
+    setup (setup_device, train.resolve_amp_dtype and the conv engine choice on train.py's
+    default args)."""
+    return "dygraph, amp" if info.get("default_amp") else f"dygraph, {info['default_engine']} conv"
 
 
 def cpu_model():
@@ -382,12 +461,20 @@ def cpu_model():
 
 
 def format_tables(report):
-    torch_rate = next((r["images_per_sec"] for r in report["results"] if r["impl"] == "torch"), None)
-    lines = [f"{'impl':<7} {'config':<10} {'mode':<30} {'img/s':>7} {'vs torch':>9}"]
+    torch_row = next((r for r in report["results"] if r["impl"] == "torch"), None)
+    lines = [f"{'impl':<7} {'config':<10} {'mode':<40} {'img/s':>7} {'vs torch':>9} {'CPU s':>6} {'vs torch':>9}"]
     for r in report["results"]:
-        ratio = f"{r['images_per_sec'] / torch_rate:.2f}x" if torch_rate else "-"
+        ratio = f"{r['images_per_sec'] / torch_row['images_per_sec']:.2f}x" if torch_row else "-"
+        cpu_ratio = f"{torch_row['cpu_seconds_per_step'] / r['cpu_seconds_per_step']:.2f}x" if torch_row else "-"
         marker = " <- train.py default" if r["config"] == "train.py" and r["mode"] == report["default_mode"] else ""
-        lines.append(f"{r['impl']:<7} {r['config']:<10} {r['mode']:<30} {r['images_per_sec']:>7.1f} {ratio:>9}{marker}")
+        lines.append(f"{r['impl']:<7} {r['config']:<10} {r['mode']:<40} {r['images_per_sec']:>7.1f} {ratio:>9} "
+                     f"{r['cpu_seconds_per_step']:>6.2f} {cpu_ratio:>9}{marker}")
+    limit = report.get("limit")
+    if limit:
+        lines.append(f"{'limit':<7} {'sgemm':<10} {f'{GFLOP_PER_TRAIN_IMAGE} GFLOP/image at the sgemm rate':<40} "
+                     f"{limit['images_per_sec']:>7.1f} {'':>9} {limit['cpu_seconds_per_step']:>6.2f}")
+    lines.append("CPU s: median CPU seconds of the process per step, all threads"
+                 + (" (idle OpenMP threads passive)" if report.get("passive") else ""))
     lines.append("")
     tv = next((p["images_per_sec_per_worker"] for p in report["data_pipeline"] if p["impl"] == "torchvision"), None)
     lines.append(f"{'data pipeline':<20} {'img/s/worker':>12} {'vs torchvision':>15}")
@@ -422,7 +509,7 @@ def main(args):
         for worker in workers:
             worker.info = worker.ask(cmd="info")
         train_worker = next(w for w in workers if w.kind == "train.py")
-        report = {"results": time_training_steps(workers, args)}
+        report = {"results": time_training_steps(workers, args), "limit": physical_limit(workers, args)}
         report["default_mode"] = default_mode_name(train_worker.info)
         blobs = sample_jpegs()
         report["data_pipeline"] = time_data_pipelines(blobs, args)
@@ -434,7 +521,8 @@ def main(args):
         for worker in workers:
             worker.close()
     report.update(cpu=cpu_model(), threads=args.threads or len(os.sched_getaffinity(0)),
-                  device=train_worker.info["device"], date=datetime.date.today().isoformat())
+                  device=train_worker.info["device"], date=datetime.date.today().isoformat(), passive=args.passive,
+                  load_average=os.getloadavg())
     print(format_tables(report))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
