@@ -217,7 +217,7 @@ def test_training_steps_equal_the_stock_model(ops):
 def test_checkpoints_move_between_the_engines(ops, trained_run, lite_data, tmp_path):
     """trained_run trains with the default engine (oneDNN here): its checkpoint evaluates
     the same with Paddle's convolutions, and a run resumes from it on Paddle's."""
-    out, result = trained_run
+    out, result, _ = trained_run
     assert "conv engine: onednn" in result.stdout
     common = ["--data-path", lite_data, "--device", "cpu", "-b", "8", "-j", "0", *FAST_SIZES]
     evaluation = run_script("train.py", "--test-only", "--conv-engine", "paddle", "--pretrained",
