@@ -1,8 +1,10 @@
 """Paddle Inference predictors for models written by ``tools/export_model.py``.
 
 What runs is decided by small functions of their inputs (:func:`resolve_precision`,
-:func:`tensorrt_route`), so that the GPU decisions are tested on machines without one;
-each predictor's :attr:`Predictor.summary` says what actually engaged.
+:func:`select_engine`, :func:`tensorrt_route`, :func:`deleted_passes`), so that the GPU
+decisions are tested on machines without one; each predictor's ``summary`` says what
+actually engaged. An int8 model made by ``tools/quantize_model.py`` holds only an ONNX
+graph and runs on ONNX Runtime (:mod:`paddlevision.onnx_predictor`).
 """
 
 import tempfile
@@ -16,9 +18,12 @@ import paddle
 from paddle import inference as paddle_infer
 
 from paddlevision.device import cpu_vendor_and_flags, gpu_available, usable_cpu_count
+from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
 from paddlevision.model_dir import (
+    GRAPH_FILENAMES,
     INPUT_NAME,
     MODEL_PREFIX,
+    ONNX_FILENAME,
     ModelDirError,
     PaddleModelFiles,
     find_paddle_model_files,
@@ -29,6 +34,9 @@ from paddlevision.model_dir import (
 )
 
 __all__ = [
+    "BATCH1_FC_PASS",
+    "ENGINE_ONNXRUNTIME",
+    "ENGINE_PADDLE",
     "PRECISIONS",
     "TENSORRT_CONVERT",
     "TENSORRT_SUBGRAPHS",
@@ -39,10 +47,13 @@ __all__ = [
     "UnsupportedOptionError",
     "check_options",
     "cpu_supports_bf16",
+    "check_model_dir",
     "create_predictor",
+    "deleted_passes",
     "find_paddle_model_files",
     "gpu_available",
     "resolve_precision",
+    "select_engine",
     "tensorrt_route",
 ]
 
@@ -51,6 +62,13 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # How --use-tensorrt engages TensorRT, by graph format (see tensorrt_route).
 TENSORRT_SUBGRAPHS = "Config.enable_tensorrt_engine"
 TENSORRT_CONVERT = "paddle.tensorrt.convert"
+
+ENGINE_PADDLE = "paddle_inference"
+ENGINE_ONNXRUNTIME = "onnxruntime"
+
+# The oneDNN pass that turns Paddle's fc op into oneDNN's inner product (twice in
+# kPirMkldnnPasses, paddle/fluid/inference/api/paddle_pass_builder.cc); see deleted_passes.
+BATCH1_FC_PASS = "fc_onednn_enable_pass"
 
 
 class UnsupportedOptionError(ValueError):
@@ -115,6 +133,49 @@ def resolve_precision(requested, model_precision, device, use_tensorrt):
     if precision == "bf16" and device != "cpu":
         raise UnsupportedOptionError("--precision bf16 runs on CPU through oneDNN only; use --device cpu")
     return precision
+
+
+def select_engine(precision, device, use_tensorrt, has_paddle_graph, has_onnx):
+    """:data:`ENGINE_PADDLE` or :data:`ENGINE_ONNXRUNTIME` for a model directory holding
+    the given graphs, run at ``precision`` (from :func:`resolve_precision`) on ``device``.
+
+    Everything but int8 runs on Paddle Inference. int8 on CPU runs the quantised
+    ``inference.onnx`` of ``tools/quantize_model.py`` on ONNX Runtime: Paddle Inference's
+    CPU pipelines for Paddle 3 graphs (``kPirMkldnnPasses``, ``kPirCpuPasses``) begin with
+    ``delete_quant_dequant_linear_op_pass`` and have no int8 pass, so a quantised Paddle
+    graph would be computed in fp32. int8 on GPU needs a quantised Paddle graph for TensorRT.
+    """
+    if precision != "int8":
+        return ENGINE_PADDLE
+    if device == "cpu":
+        if has_onnx:
+            return ENGINE_ONNXRUNTIME
+        raise UnsupportedOptionError(
+            f"int8 on CPU runs a quantised {ONNX_FILENAME} on ONNX Runtime and this directory has none "
+            "(Paddle Inference's CPU passes strip the quantisation of a Paddle graph and compute it in fp32); "
+            "make one with tools/quantize_model.py"
+        )
+    if use_tensorrt and has_paddle_graph:
+        return ENGINE_PADDLE
+    raise UnsupportedOptionError(
+        "int8 on GPU runs a quantised Paddle graph through TensorRT; this int8 model is an ONNX graph "
+        "for ONNX Runtime on CPU: use --device cpu"
+    )
+
+
+def deleted_passes(device, use_onednn, precision, max_batch_size):
+    """Paddle Inference passes to delete for this run.
+
+    At batch 1 AlexNet's classifier multiplies a vector by 234 MB of fp32 weights, so its
+    speed is the rate weights stream from memory. oneDNN's inner product (what
+    :data:`BATCH1_FC_PASS` makes of the three fc layers) was slower at that than Paddle's
+    own fc kernel (a BLAS sgemm), and faster from batch 2 up (benchmarks/infer_bench.py):
+    the pass goes only when no run is larger than one image. bf16 keeps it, as oneDNN's
+    inner product is what computes the fc layers in bf16.
+    """
+    if device == "cpu" and use_onednn and precision == "fp32" and max_batch_size == 1:
+        return (BATCH1_FC_PASS,)
+    return ()
 
 
 def tensorrt_route(model_format, use_tensorrt):
@@ -245,15 +306,44 @@ class Predictor:
             return self._output.copy_to_cpu()
 
 
-def create_predictor(model_dir, options=None):
-    """A :class:`Predictor` for the model in ``model_dir``; ``ModelDirError`` or
-    :class:`UnsupportedOptionError` when it cannot be created."""
-    options = options or PredictorOptions()
-    files = find_paddle_model_files(model_dir)
+def check_model_dir(model_dir, options):
+    """``(engine, precision)`` that ``model_dir`` runs with under ``options``; raises
+    ``ModelDirError`` or :class:`UnsupportedOptionError` before anything is loaded."""
     metadata = read_metadata(model_dir)
     precision = check_options(options, model_precision(model_dir, metadata))
+    path = Path(model_dir)
+    engine = select_engine(
+        precision,
+        "gpu" if options.use_gpu else "cpu",
+        options.use_tensorrt,
+        has_paddle_graph=any((path / name).is_file() for name in GRAPH_FILENAMES),
+        has_onnx=(path / ONNX_FILENAME).is_file(),
+    )
+    if engine == ENGINE_PADDLE:
+        find_paddle_model_files(model_dir)
+    return engine, precision
+
+
+def _create_onnxruntime_predictor(model_dir, options):
+    try:
+        return create_onnx_predictor(model_dir, cpu_threads=options.cpu_threads or usable_cpu_count())
+    except OnnxRuntimeMissingError as err:
+        raise UnsupportedOptionError(f"int8 models run on ONNX Runtime: {err}") from err
+
+
+def create_predictor(model_dir, options=None):
+    """A predictor for the model in ``model_dir``: a :class:`Predictor`, or for an int8
+    model an ``OnnxPredictor`` (see :func:`select_engine`); ``ModelDirError`` or
+    :class:`UnsupportedOptionError` when it cannot be created."""
+    options = options or PredictorOptions()
+    engine, precision = check_model_dir(model_dir, options)
+    if engine == ENGINE_ONNXRUNTIME:
+        return _create_onnxruntime_predictor(model_dir, options)
+    files = find_paddle_model_files(model_dir)
+    metadata = read_metadata(model_dir)
     model_format = graph_format(files.model_file)
     route = tensorrt_route(model_format, options.use_tensorrt)
+    passes = deleted_passes("gpu" if options.use_gpu else "cpu", options.use_onednn, precision, options.max_batch_size)
     with tempfile.TemporaryDirectory(prefix="paddle-tensorrt-") as converted_dir:
         run_files, engines = files, 0
         if route == TENSORRT_CONVERT:
@@ -268,6 +358,8 @@ def create_predictor(model_dir, options=None):
                     raise UnsupportedOptionError("--use-tensorrt: Paddle Inference did not enable TensorRT")
         else:
             _cpu_config(config, options, precision)
+        for name in passes:
+            config.delete_pass(name)
         # Creation reads the graph and every weight, so the converted files may go afterwards.
         paddle_predictor = paddle_infer.create_predictor(config)
     model = f"{files.model_file} ({model_format}, {precision})"
@@ -275,10 +367,14 @@ def create_predictor(model_dir, options=None):
         tensorrt = "off" if route is None else f"on through {route}" + (f", {engines} engine(s)" if engines else "")
         summary = f"Paddle Inference: GPU {config.gpu_device_id()}, TensorRT {tensorrt}; {model}"
     else:
+        fc_kernel = ""
+        if config.onednn_enabled():
+            fc_kernel = (f", fc layers on Paddle's fc kernel ({BATCH1_FC_PASS} deleted for batch 1)"
+                         if BATCH1_FC_PASS in passes else ", fc layers on oneDNN")
         summary = (
             f"Paddle Inference: CPU, {_count(config.cpu_math_library_num_threads(), 'thread')}, "
-            f"oneDNN {_on_off(config.onednn_enabled())}, bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}; "
-            f"{model}"
+            f"oneDNN {_on_off(config.onednn_enabled())}{fc_kernel}, "
+            f"bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}; {model}"
         )
     return Predictor(paddle_predictor, summary)
 
