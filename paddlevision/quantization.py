@@ -121,15 +121,14 @@ def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_s
     fp32_onnx = find_onnx_model(model_dir)
     _check_output_dir(model_dir, out_dir)
     onnx, version_converter, quantization = _import_quantization()
-    resize_size, crop_size = preprocess_sizes(model_dir, metadata)
-    preprocessor = Preprocessor(resize_size, crop_size)
+    preprocessor = Preprocessor(*preprocess_sizes(model_dir, metadata))
+    # Every image is read before the slow steps start, so a bad one stops the run at once
+    # (0.6 MB per image at 224x224).
+    arrays = np.stack([_prepare(preprocessor, path) for path in images])
 
     class CalibrationReader(quantization.CalibrationDataReader):
         def __init__(self, input_name):
-            self._batches = (
-                {input_name: np.stack([_prepare(preprocessor, p) for p in images[i:i + batch_size]])}
-                for i in range(0, len(images), batch_size)
-            )
+            self._batches = ({input_name: arrays[i:i + batch_size]} for i in range(0, len(arrays), batch_size))
 
         def get_next(self):
             return next(self._batches, None)
