@@ -367,14 +367,11 @@ def create_predictor(model_dir, options=None):
         tensorrt = "off" if route is None else f"on through {route}" + (f", {engines} engine(s)" if engines else "")
         summary = f"Paddle Inference: GPU {config.gpu_device_id()}, TensorRT {tensorrt}; {model}"
     else:
-        fc_kernel = ""
-        if config.onednn_enabled():
-            fc_kernel = (f", fc layers on Paddle's fc kernel ({BATCH1_FC_PASS} deleted for batch 1)"
-                         if BATCH1_FC_PASS in passes else ", fc layers on oneDNN")
+        fc_kernel = f", fc layers on Paddle's fc kernel ({BATCH1_FC_PASS} deleted for batch 1)" if passes else ""
         summary = (
             f"Paddle Inference: CPU, {_count(config.cpu_math_library_num_threads(), 'thread')}, "
-            f"oneDNN {_on_off(config.onednn_enabled())}{fc_kernel}, "
-            f"bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}; {model}"
+            f"oneDNN {_on_off(config.onednn_enabled())}, "
+            f"bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}{fc_kernel}; {model}"
         )
     return Predictor(paddle_predictor, summary)
 

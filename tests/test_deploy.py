@@ -139,7 +139,8 @@ def test_infer_with_default_flags(exported, expected):
     assert [name for name, _, _ in lines] == ["./images/demo.jpg"]
     assert_answers(lines, expected)
     threads = usable_cpu_count()
-    summary = f"Paddle Inference: CPU, {threads} thread{'s' if threads > 1 else ''}, oneDNN on, bf16 off; "
+    summary = (f"Paddle Inference: CPU, {threads} thread{'s' if threads > 1 else ''}, oneDNN on, bf16 off, "
+               "fc layers on Paddle's fc kernel (fc_onednn_enable_pass deleted for batch 1); ")
     assert f"{summary}{exported / 'inference.json'} (pir, fp32)" in result.stderr.splitlines()
 
 
