@@ -7,6 +7,8 @@ pass decisions are tested as the small functions they are."""
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +267,10 @@ def test_existing_output_is_never_overwritten(fp32_dir, calibration_dir, tmp_pat
 def test_quantizing_an_int8_model_again_is_refused(int8_dir, calibration_dir, tmp_path):
     with pytest.raises(QuantizationError, match="already holds an int8 model"):
         quantize(int8_dir, [str(REPO_ROOT / "images" / "demo.jpg")], tmp_path / "again")
+
+
+def test_quantization_module_does_not_import_paddle():
+    """It runs beside ONNX Runtime alone, like the ONNX runner."""
+    code = ("import sys, paddlevision.quantization; "
+            "assert not any(m == 'paddle' or m.startswith('paddle.') for m in sys.modules), 'paddle imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

@@ -33,7 +33,7 @@ def get_args_parser(add_help=True):
 def main(args):
     try:
         images = calibration_subset(expand_image_paths(args.calib_data), args.calib_count)
-    except NoImagesError as err:
+    except NoImagesError:
         raise SystemExit(f"error: --calib-data {args.calib_data}: no image files found")
     try:
         onnx_file = quantize(args.model_dir, images, args.output, method=args.method)
