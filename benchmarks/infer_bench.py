@@ -86,7 +86,7 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description="AlexNet CPU inference benchmark, engines timed round-robin")
     parser.add_argument("--cpu-threads", default=2, type=int, help="threads for every engine and for sgemm")
     parser.add_argument("--batch-sizes", default=[1, 8, 32], type=int, nargs="+")
-    parser.add_argument("--repeats", default=5, type=int, help="round-robin rounds per batch size (the median is kept)")
+    parser.add_argument("--repeats", default=7, type=int, help="round-robin rounds per batch size (the median is kept)")
     parser.add_argument("--warmup", default=2, type=int, help="untimed runs per engine and batch size")
     parser.add_argument("--images-per-run", default=32, type=int, help="minimum images forwarded per timed run")
     parser.add_argument("--model-dir", default=None, help="an export with inference.onnx (default: export a fresh one)")
