@@ -18,7 +18,6 @@ import paddle
 from paddle import inference as paddle_infer
 
 from paddlevision.device import cpu_vendor_and_flags, gpu_available, usable_cpu_count
-from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
 from paddlevision.model_dir import (
     GRAPH_FILENAMES,
     INPUT_NAME,
@@ -32,6 +31,7 @@ from paddlevision.model_dir import (
     preprocess_sizes,
     read_metadata,
 )
+from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
 
 __all__ = [
     "BATCH1_FC_PASS",
@@ -45,9 +45,9 @@ __all__ = [
     "Predictor",
     "PredictorOptions",
     "UnsupportedOptionError",
+    "check_model_dir",
     "check_options",
     "cpu_supports_bf16",
-    "check_model_dir",
     "create_predictor",
     "deleted_passes",
     "find_paddle_model_files",
@@ -167,11 +167,12 @@ def deleted_passes(device, use_onednn, precision, max_batch_size):
     """Paddle Inference passes to delete for this run.
 
     At batch 1 AlexNet's classifier multiplies a vector by 234 MB of fp32 weights, so its
-    speed is the rate weights stream from memory. oneDNN's inner product (what
-    :data:`BATCH1_FC_PASS` makes of the three fc layers) was slower at that than Paddle's
-    own fc kernel (a BLAS sgemm), and faster from batch 2 up (benchmarks/infer_bench.py):
-    the pass goes only when no run is larger than one image. bf16 keeps it, as oneDNN's
-    inner product is what computes the fc layers in bf16.
+    speed is the rate weights stream from memory. There oneDNN's inner product (what
+    :data:`BATCH1_FC_PASS` makes of the three fc layers) was 7-14 % slower than Paddle's
+    own fc kernel (phi's FCFunctor, a BLAS sgemm), on 1 and 2 threads of this AVX2 CPU;
+    at batches 2 to 32 it was faster (benchmarks/infer_bench.py). So the pass goes only
+    when no run is larger than one image. bf16 keeps it: oneDNN's inner product is what
+    computes the fc layers in bf16.
     """
     if device == "cpu" and use_onednn and precision == "fp32" and max_batch_size == 1:
         return (BATCH1_FC_PASS,)
