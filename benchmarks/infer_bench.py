@@ -11,9 +11,7 @@ is exported to a temporary directory (``--model-dir`` reuses an fp32 export that
 size, one round times ``calls`` batches (at least ``--images-per-run`` images) of every
 engine, in a new random order each round, so that load from other processes falls on all
 engines alike; ``images_per_sec`` is the median over ``--repeats`` rounds, after
-``--warmup`` untimed batches each. Paddle Inference fp32 runs as ``create_predictor`` sets
-it up for that batch size (at batch 1 without ``fc_onednn_enable_pass``); a second fp32
-row keeps the pass, to show what deleting it changes.
+``--warmup`` untimed batches each.
 
 Agreement (with ``--accuracy-model-dir``, a trained fp32 export with ``inference.onnx``):
 that model is quantised on ``--calib-count`` images of ``--calib-data`` and both run on
@@ -44,13 +42,7 @@ import numpy as np
 # paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision.batch_predict import expand_image_paths
 from paddlevision.export import export_inference_model, export_onnx
-from paddlevision.inference import (
-    BATCH1_FC_PASS,
-    PredictorOptions,
-    cpu_supports_bf16,
-    create_predictor,
-    deleted_passes,
-)
+from paddlevision.inference import PredictorOptions, cpu_supports_bf16, create_predictor
 from paddlevision.model_dir import preprocess_sizes, read_metadata, write_metadata
 from paddlevision.models import alexnet
 from paddlevision.onnx_predictor import create_onnx_predictor
@@ -155,26 +147,20 @@ def torch_runner(threads):
 
 
 def engines(model_dir, int8_dir, threads, batch_size):
-    """``{key: run}`` for everything this machine can run at ``batch_size``; a key is
-    ``(engine, precision, mkldnn, deleted passes)``. Predictors are made for the batch size,
-    as infer.py makes them (``max_batch_size``)."""
+    """``{(engine, precision, mkldnn): run}`` for everything this machine can run, made for
+    ``batch_size`` as infer.py makes them."""
     runs = {}
     for mkldnn in (True, False):
         options = PredictorOptions(cpu_threads=threads, use_onednn=mkldnn, max_batch_size=batch_size)
-        passes = deleted_passes("cpu", mkldnn, "fp32", batch_size)
-        runs["paddle_inference", "fp32", mkldnn, passes] = create_predictor(model_dir, options).run
-    if deleted_passes("cpu", True, "fp32", batch_size):
-        # The predictor larger batches get, which keeps the pass: what deleting it changes.
-        options = PredictorOptions(cpu_threads=threads, max_batch_size=batch_size + 1)
-        runs["paddle_inference", "fp32", True, ()] = create_predictor(model_dir, options).run
+        runs["paddle_inference", "fp32", mkldnn] = create_predictor(model_dir, options).run
     if cpu_supports_bf16():
         options = PredictorOptions(cpu_threads=threads, precision="bf16", max_batch_size=batch_size)
-        runs["paddle_inference", "bf16", True, ()] = create_predictor(model_dir, options).run
-    runs["onnxruntime", "fp32", None, ()] = create_onnx_predictor(model_dir, cpu_threads=threads).run
-    runs["onnxruntime", "int8", None, ()] = create_onnx_predictor(int8_dir, cpu_threads=threads).run
+        runs["paddle_inference", "bf16", True] = create_predictor(model_dir, options).run
+    runs["onnxruntime", "fp32", None] = create_onnx_predictor(model_dir, cpu_threads=threads).run
+    runs["onnxruntime", "int8", None] = create_onnx_predictor(int8_dir, cpu_threads=threads).run
     run = torch_runner(threads)
     if run is not None:
-        runs["torch", "fp32", None, ()] = run
+        runs["torch", "fp32", None] = run
     return runs
 
 
@@ -235,18 +221,18 @@ def format_table(results, gemm_rate):
                     if (r["engine"], r["precision"], r["batch_size"]) == ("onnxruntime", "fp32", batch_size))
 
     def config(r):
-        return r["engine"], r["precision"], r["mkldnn"], tuple(r["deleted_passes"])
+        return r["engine"], r["precision"], r["mkldnn"]
 
-    header = ["engine", "precision", "mkldnn", "deleted passes"] + [f"bs={b} img/s" for b in batch_sizes]
+    header = ["engine", "precision", "mkldnn"] + [f"bs={b} img/s" for b in batch_sizes]
     header += [f"bs={smallest} vs ORT", f"bs={largest} vs ORT", f"bs={largest} vs GEMM rate", "top-1 agreement"]
     rows = []
     for key in dict.fromkeys(config(r) for r in results):
         mine = [r for r in results if config(r) == key]
         by_batch = {r["batch_size"]: r["images_per_sec"] for r in mine}
-        row = [key[0], key[1], "-" if key[2] is None else str(key[2]).lower(), ", ".join(key[3]) or "-"]
-        row += [f"{by_batch[b]:.1f}" if b in by_batch else "" for b in batch_sizes]
-        row += [f"{by_batch[b] / ort_fp32(b):.2f}x" if b in by_batch else "" for b in (smallest, largest)]
-        row += [f"{by_batch[largest] / gemm_rate:.2f}x" if largest in by_batch else ""]
+        row = [key[0], key[1], "-" if key[2] is None else str(key[2]).lower()]
+        row += [f"{by_batch[b]:.1f}" for b in batch_sizes]
+        row += [f"{by_batch[b] / ort_fp32(b):.2f}x" for b in (smallest, largest)]
+        row += [f"{by_batch[largest] / gemm_rate:.2f}x"]
         agreement = mine[0].get("top1_agreement")
         row.append("-" if agreement is None else f"{agreement:.4f}")
         rows.append(row)
@@ -279,7 +265,10 @@ def main(args):
         print("paddle_inference bf16: skipped, this CPU has no native bf16", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="infer-bench-") as tmp:
         agreement = None
-        if args.accuracy_model_dir:
+        if not args.accuracy_model_dir:
+            print("int8 top1_agreement: not measured (pass --accuracy-model-dir, --calib-data and --held-data)",
+                  file=sys.stderr)
+        else:
             agreement = measure_agreement(args, tmp)
             print(f"int8 vs fp32 on {agreement['held_images']} held images: {json.dumps(agreement)}", flush=True)
         model_dir = args.model_dir or export_random_model(Path(tmp) / "alexnet_infer")
@@ -289,14 +278,13 @@ def main(args):
         results = []
         for batch_size in args.batch_sizes:
             runs = engines(model_dir, int8_dir, args.cpu_threads, batch_size)
-            for (engine, precision, mkldnn, passes), throughput in round_robin(runs, batch_size, args).items():
-                row = {"engine": engine, "precision": precision, "mkldnn": mkldnn, "deleted_passes": list(passes),
+            for (engine, precision, mkldnn), throughput in round_robin(runs, batch_size, args).items():
+                row = {"engine": engine, "precision": precision, "mkldnn": mkldnn,
                        "batch_size": batch_size, "images_per_sec": round(throughput, 2)}
                 if precision == "int8":
                     row["top1_agreement"] = agreement["top1_agreement"] if agreement else None
                 results.append(row)
-                print(f"{engine} {precision} mkldnn={mkldnn} deleted={list(passes)} batch {batch_size}: "
-                      f"{throughput:.1f} images/s", flush=True)
+                print(f"{engine} {precision} mkldnn={mkldnn} batch {batch_size}: {throughput:.1f} images/s", flush=True)
             del runs
     print()
     print(format_table(results, gemm_rate))

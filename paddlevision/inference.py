@@ -1,7 +1,7 @@
 """Paddle Inference predictors for models written by ``tools/export_model.py``.
 
 What runs is decided by small functions of their inputs (:func:`resolve_precision`,
-:func:`select_engine`, :func:`tensorrt_route`, :func:`deleted_passes`), so that the GPU
+:func:`select_engine`, :func:`tensorrt_route`), so that the GPU
 decisions are tested on machines without one; each predictor's ``summary`` says what
 actually engaged. An int8 model made by ``tools/quantize_model.py`` holds only an ONNX
 graph and runs on ONNX Runtime (:mod:`paddlevision.onnx_predictor`).
@@ -34,7 +34,6 @@ from paddlevision.model_dir import (
 from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
 
 __all__ = [
-    "BATCH1_FC_PASS",
     "ENGINE_ONNXRUNTIME",
     "ENGINE_PADDLE",
     "PRECISIONS",
@@ -49,7 +48,6 @@ __all__ = [
     "check_options",
     "cpu_supports_bf16",
     "create_predictor",
-    "deleted_passes",
     "find_paddle_model_files",
     "gpu_available",
     "resolve_precision",
@@ -65,10 +63,6 @@ TENSORRT_CONVERT = "paddle.tensorrt.convert"
 
 ENGINE_PADDLE = "paddle_inference"
 ENGINE_ONNXRUNTIME = "onnxruntime"
-
-# The oneDNN pass that turns Paddle's fc op into oneDNN's inner product (twice in
-# kPirMkldnnPasses, paddle/fluid/inference/api/paddle_pass_builder.cc); see deleted_passes.
-BATCH1_FC_PASS = "fc_onednn_enable_pass"
 
 
 class UnsupportedOptionError(ValueError):
@@ -161,22 +155,6 @@ def select_engine(precision, device, use_tensorrt, has_paddle_graph, has_onnx):
         "int8 on GPU runs a quantised Paddle graph through TensorRT; this int8 model is an ONNX graph "
         "for ONNX Runtime on CPU: use --device cpu"
     )
-
-
-def deleted_passes(device, use_onednn, precision, max_batch_size):
-    """Paddle Inference passes to delete for this run.
-
-    At batch 1 AlexNet's classifier multiplies a vector by 234 MB of fp32 weights, so its
-    speed is the rate weights stream from memory. There oneDNN's inner product (what
-    :data:`BATCH1_FC_PASS` makes of the three fc layers) was 7-14 % slower than Paddle's
-    own fc kernel (phi's FCFunctor, a BLAS sgemm), on 1 and 2 threads of this AVX2 CPU;
-    at batches 2 to 32 it was faster (benchmarks/infer_bench.py). So the pass goes only
-    when no run is larger than one image. bf16 keeps it: oneDNN's inner product is what
-    computes the fc layers in bf16.
-    """
-    if device == "cpu" and use_onednn and precision == "fp32" and max_batch_size == 1:
-        return (BATCH1_FC_PASS,)
-    return ()
 
 
 def tensorrt_route(model_format, use_tensorrt):
@@ -344,7 +322,6 @@ def create_predictor(model_dir, options=None):
     metadata = read_metadata(model_dir)
     model_format = graph_format(files.model_file)
     route = tensorrt_route(model_format, options.use_tensorrt)
-    passes = deleted_passes("gpu" if options.use_gpu else "cpu", options.use_onednn, precision, options.max_batch_size)
     with tempfile.TemporaryDirectory(prefix="paddle-tensorrt-") as converted_dir:
         run_files, engines = files, 0
         if route == TENSORRT_CONVERT:
@@ -359,8 +336,6 @@ def create_predictor(model_dir, options=None):
                     raise UnsupportedOptionError("--use-tensorrt: Paddle Inference did not enable TensorRT")
         else:
             _cpu_config(config, options, precision)
-        for name in passes:
-            config.delete_pass(name)
         # Creation reads the graph and every weight, so the converted files may go afterwards.
         paddle_predictor = paddle_infer.create_predictor(config)
     model = f"{files.model_file} ({model_format}, {precision})"
@@ -368,11 +343,10 @@ def create_predictor(model_dir, options=None):
         tensorrt = "off" if route is None else f"on through {route}" + (f", {engines} engine(s)" if engines else "")
         summary = f"Paddle Inference: GPU {config.gpu_device_id()}, TensorRT {tensorrt}; {model}"
     else:
-        fc_kernel = f", fc layers on Paddle's fc kernel ({BATCH1_FC_PASS} deleted for batch 1)" if passes else ""
         summary = (
             f"Paddle Inference: CPU, {_count(config.cpu_math_library_num_threads(), 'thread')}, "
-            f"oneDNN {_on_off(config.onednn_enabled())}, "
-            f"bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}{fc_kernel}; {model}"
+            f"oneDNN {_on_off(config.onednn_enabled())}, bf16 {_on_off(precision == 'bf16' and config.onednn_enabled())}; "
+            f"{model}"
         )
     return Predictor(paddle_predictor, summary)
 

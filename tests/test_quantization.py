@@ -1,8 +1,8 @@
 """int8: tools/quantize_model.py on an exported model, and every runner accepting what it
 writes. One export of a model whose answers differ clearly from image to image
 (tests/peaked_model.py) is quantised once for the module, calibrated on other images; its
-int8 answers are compared with the classes the model was built to give. The engine and
-pass decisions are tested as the small functions they are."""
+int8 answers are compared with the classes the model was built to give. Which engine runs
+a directory is tested as the small function it is."""
 
 import json
 import re
@@ -18,13 +18,11 @@ from PIL import Image
 from benchmarks.service_process import ServiceProcess
 from conftest import REPO_ROOT, load_script, make_image, run_script
 from paddlevision.inference import (
-    BATCH1_FC_PASS,
     ENGINE_ONNXRUNTIME,
     ENGINE_PADDLE,
     PredictorOptions,
     UnsupportedOptionError,
     check_model_dir,
-    deleted_passes,
     select_engine,
 )
 from paddlevision.quantization import QuantizationError, calibration_subset, quantize
@@ -125,21 +123,6 @@ def test_engine_for_each_directory_and_device(precision, device, use_tensorrt, h
 def test_int8_without_an_engine_that_runs_it_is_refused(device, use_tensorrt, has_paddle_graph, has_onnx, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         select_engine("int8", device, use_tensorrt, has_paddle_graph, has_onnx)
-
-
-@pytest.mark.parametrize(
-    "device, use_onednn, precision, max_batch_size, passes",
-    [
-        ("cpu", True, "fp32", 1, (BATCH1_FC_PASS,)),
-        ("cpu", True, "fp32", 2, ()),
-        ("cpu", True, "fp32", 32, ()),
-        ("cpu", False, "fp32", 1, ()),  # no oneDNN, no oneDNN pass to delete
-        ("cpu", True, "bf16", 1, ()),  # oneDNN's inner product computes fc in bf16
-        ("gpu", False, "fp32", 1, ()),
-    ],
-)
-def test_fc_pass_deleted_only_for_fp32_onednn_at_batch_1(device, use_onednn, precision, max_batch_size, passes):
-    assert deleted_passes(device, use_onednn, precision, max_batch_size) == passes
 
 
 def test_calibration_subset_spreads_over_every_class_folder():
