@@ -65,12 +65,11 @@ def write_images(directory, count):
 
 
 @pytest.fixture(scope="module")
-def fitted(module_tmp):
+def fitted(tmp_path_factory):
     """(weights, expected): weights in the reference's plain state-dict format, without
     metadata, and the (class_id, prob) each image's file name must get."""
-    (module_tmp / "images").mkdir()
-    images = write_images(module_tmp / "images", NUM_IMAGES)
-    weights = module_tmp / "alexnet4.pdparams"
+    images = write_images(tmp_path_factory.mktemp("fit_images"), NUM_IMAGES)
+    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
     answers = save_peaked_weights(weights, [str(REPO_ROOT / DEMO), *images])
     return weights, dict(zip(["demo.jpg", *(Path(p).name for p in images)], answers))
 
@@ -86,8 +85,8 @@ def expected(fitted):
 
 
 @pytest.fixture(scope="module")
-def exported(weights, module_tmp):
-    out = module_tmp / "alexnet_infer"
+def exported(weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
     result = run_script(
         "tools/export_model.py", "--pretrained", weights, "--model-dir", out, "--onnx", "--device", "cpu"
     )
