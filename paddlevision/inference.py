@@ -1,8 +1,10 @@
 """Paddle Inference predictors for models written by ``tools/export_model.py``.
 
 What runs is decided by small functions of their inputs (:func:`resolve_precision`,
-:func:`tensorrt_route`), so that the GPU decisions are tested on machines without one;
-each predictor's :attr:`Predictor.summary` says what actually engaged.
+:func:`select_engine`, :func:`tensorrt_route`), so that the GPU
+decisions are tested on machines without one; each predictor's ``summary`` says what
+actually engaged. An int8 model made by ``tools/quantize_model.py`` holds only an ONNX
+graph and runs on ONNX Runtime (:mod:`paddlevision.onnx_predictor`).
 """
 
 import tempfile
@@ -17,8 +19,10 @@ from paddle import inference as paddle_infer
 
 from paddlevision.device import cpu_vendor_and_flags, gpu_available, usable_cpu_count
 from paddlevision.model_dir import (
+    GRAPH_FILENAMES,
     INPUT_NAME,
     MODEL_PREFIX,
+    ONNX_FILENAME,
     ModelDirError,
     PaddleModelFiles,
     find_paddle_model_files,
@@ -27,8 +31,11 @@ from paddlevision.model_dir import (
     preprocess_sizes,
     read_metadata,
 )
+from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
 
 __all__ = [
+    "ENGINE_ONNXRUNTIME",
+    "ENGINE_PADDLE",
     "PRECISIONS",
     "TENSORRT_CONVERT",
     "TENSORRT_SUBGRAPHS",
@@ -37,12 +44,14 @@ __all__ = [
     "Predictor",
     "PredictorOptions",
     "UnsupportedOptionError",
+    "check_model_dir",
     "check_options",
     "cpu_supports_bf16",
     "create_predictor",
     "find_paddle_model_files",
     "gpu_available",
     "resolve_precision",
+    "select_engine",
     "tensorrt_route",
 ]
 
@@ -51,6 +60,9 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # How --use-tensorrt engages TensorRT, by graph format (see tensorrt_route).
 TENSORRT_SUBGRAPHS = "Config.enable_tensorrt_engine"
 TENSORRT_CONVERT = "paddle.tensorrt.convert"
+
+ENGINE_PADDLE = "paddle_inference"
+ENGINE_ONNXRUNTIME = "onnxruntime"
 
 
 class UnsupportedOptionError(ValueError):
@@ -115,6 +127,34 @@ def resolve_precision(requested, model_precision, device, use_tensorrt):
     if precision == "bf16" and device != "cpu":
         raise UnsupportedOptionError("--precision bf16 runs on CPU through oneDNN only; use --device cpu")
     return precision
+
+
+def select_engine(precision, device, use_tensorrt, has_paddle_graph, has_onnx):
+    """:data:`ENGINE_PADDLE` or :data:`ENGINE_ONNXRUNTIME` for a model directory holding
+    the given graphs, run at ``precision`` (from :func:`resolve_precision`) on ``device``.
+
+    Everything but int8 runs on Paddle Inference. int8 on CPU runs the quantised
+    ``inference.onnx`` of ``tools/quantize_model.py`` on ONNX Runtime: Paddle Inference's
+    CPU pipelines for Paddle 3 graphs (``kPirMkldnnPasses``, ``kPirCpuPasses``) begin with
+    ``delete_quant_dequant_linear_op_pass`` and have no int8 pass, so a quantised Paddle
+    graph would be computed in fp32. int8 on GPU needs a quantised Paddle graph for TensorRT.
+    """
+    if precision != "int8":
+        return ENGINE_PADDLE
+    if device == "cpu":
+        if has_onnx:
+            return ENGINE_ONNXRUNTIME
+        raise UnsupportedOptionError(
+            f"int8 on CPU runs a quantised {ONNX_FILENAME} on ONNX Runtime and this directory has none "
+            "(Paddle Inference's CPU passes strip the quantisation of a Paddle graph and compute it in fp32); "
+            "make one with tools/quantize_model.py"
+        )
+    if use_tensorrt and has_paddle_graph:
+        return ENGINE_PADDLE
+    raise UnsupportedOptionError(
+        "int8 on GPU runs a quantised Paddle graph through TensorRT; this int8 model is an ONNX graph "
+        "for ONNX Runtime on CPU: use --device cpu"
+    )
 
 
 def tensorrt_route(model_format, use_tensorrt):
@@ -245,13 +285,41 @@ class Predictor:
             return self._output.copy_to_cpu()
 
 
-def create_predictor(model_dir, options=None):
-    """A :class:`Predictor` for the model in ``model_dir``; ``ModelDirError`` or
-    :class:`UnsupportedOptionError` when it cannot be created."""
-    options = options or PredictorOptions()
-    files = find_paddle_model_files(model_dir)
+def check_model_dir(model_dir, options):
+    """``(engine, precision)`` that ``model_dir`` runs with under ``options``; raises
+    ``ModelDirError`` or :class:`UnsupportedOptionError` before anything is loaded."""
     metadata = read_metadata(model_dir)
     precision = check_options(options, model_precision(model_dir, metadata))
+    path = Path(model_dir)
+    engine = select_engine(
+        precision,
+        "gpu" if options.use_gpu else "cpu",
+        options.use_tensorrt,
+        has_paddle_graph=any((path / name).is_file() for name in GRAPH_FILENAMES),
+        has_onnx=(path / ONNX_FILENAME).is_file(),
+    )
+    if engine == ENGINE_PADDLE:
+        find_paddle_model_files(model_dir)
+    return engine, precision
+
+
+def _create_onnxruntime_predictor(model_dir, options):
+    try:
+        return create_onnx_predictor(model_dir, cpu_threads=options.cpu_threads or usable_cpu_count())
+    except OnnxRuntimeMissingError as err:
+        raise UnsupportedOptionError(f"int8 models run on ONNX Runtime: {err}") from err
+
+
+def create_predictor(model_dir, options=None):
+    """A predictor for the model in ``model_dir``: a :class:`Predictor`, or for an int8
+    model an ``OnnxPredictor`` (see :func:`select_engine`); ``ModelDirError`` or
+    :class:`UnsupportedOptionError` when it cannot be created."""
+    options = options or PredictorOptions()
+    engine, precision = check_model_dir(model_dir, options)
+    if engine == ENGINE_ONNXRUNTIME:
+        return _create_onnxruntime_predictor(model_dir, options)
+    files = find_paddle_model_files(model_dir)
+    metadata = read_metadata(model_dir)
     model_format = graph_format(files.model_file)
     route = tensorrt_route(model_format, options.use_tensorrt)
     with tempfile.TemporaryDirectory(prefix="paddle-tensorrt-") as converted_dir:

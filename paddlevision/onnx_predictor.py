@@ -1,12 +1,18 @@
-"""ONNX Runtime predictor for the ``inference.onnx`` written by ``tools/export_model.py
---onnx``: the same ``run(batch) -> probabilities`` as ``paddlevision.inference.Predictor``,
+"""ONNX Runtime predictor for the ``inference.onnx`` of a model directory: the fp32 export
+of ``tools/export_model.py --onnx`` or the int8 model of ``tools/quantize_model.py``. The
+same ``run(batch) -> probabilities`` and ``summary`` as ``paddlevision.inference.Predictor``,
 without paddle."""
 
 import numpy as np
 
-from paddlevision.model_dir import ModelDirError, find_onnx_model
+from paddlevision.model_dir import METADATA_FILENAME, ModelDirError, find_onnx_model, model_precision, read_metadata
 
-__all__ = ["OnnxPredictor", "OnnxRuntimeMissingError", "create_onnx_predictor"]
+__all__ = ["ONNX_PRECISION_KEY", "OnnxPredictor", "OnnxRuntimeMissingError", "create_onnx_predictor"]
+
+# Key of the ONNX file's own metadata that tools/quantize_model.py sets to "int8": a runner
+# tells a quantised graph from an fp32 one by the file itself, not only by what
+# inference_meta.json says.
+ONNX_PRECISION_KEY = "paddlevision_precision"
 
 
 class OnnxRuntimeMissingError(RuntimeError):
@@ -15,11 +21,12 @@ class OnnxRuntimeMissingError(RuntimeError):
 
 class OnnxPredictor:
     """``run(batch NCHW float32) -> probabilities [N, num_classes]``; safe to run from
-    several threads at once, as ONNX Runtime sessions are."""
+    several threads at once, as ONNX Runtime sessions are. ``summary`` says what engaged."""
 
-    def __init__(self, session):
+    def __init__(self, session, summary=""):
         self._session = session
         self._input_name = session.get_inputs()[0].name
+        self.summary = summary
 
     def run(self, batch):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -27,23 +34,37 @@ class OnnxPredictor:
 
 
 def create_onnx_predictor(model_dir, cpu_threads=None):
-    """``cpu_threads`` None lets ONNX Runtime use one thread per physical core."""
+    """``cpu_threads`` None lets ONNX Runtime use one thread per physical core. Raises
+    ``ModelDirError`` when ``inference_meta.json`` records int8 and ``inference.onnx`` is not
+    a quantised model."""
     try:
         import onnxruntime
     except ImportError as err:
         raise OnnxRuntimeMissingError(f"the ONNX runner needs onnxruntime (pip install onnxruntime): {err}") from err
 
+    if cpu_threads is not None and cpu_threads < 1:
+        raise ValueError(f"--cpu-threads must be at least 1, got {cpu_threads}")
+    recorded = model_precision(model_dir, read_metadata(model_dir))
     options = onnxruntime.SessionOptions()
     # paddle2onnx leaves a few unused constants that ONNX Runtime would warn about on
     # every start; real problems are errors.
     options.log_severity_level = 3
     if cpu_threads is not None:
-        if cpu_threads < 1:
-            raise ValueError(f"--cpu-threads must be at least 1, got {cpu_threads}")
         options.intra_op_num_threads = cpu_threads
     onnx_file = find_onnx_model(model_dir)
     try:
         session = onnxruntime.InferenceSession(onnx_file, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ONNX Runtime's own exception types derive from Exception only
         raise ModelDirError(f"ONNX Runtime cannot load {onnx_file}: {err}") from err
-    return OnnxPredictor(session)
+    precision = session.get_modelmeta().custom_metadata_map.get(ONNX_PRECISION_KEY, "fp32")
+    if recorded == "int8" and precision != "int8":
+        raise ModelDirError(
+            f"{METADATA_FILENAME} in {model_dir} records int8 but {onnx_file} is not a model quantised by "
+            "tools/quantize_model.py; quantise the fp32 export again"
+        )
+    threads = f"{cpu_threads} thread{'' if cpu_threads == 1 else 's'}" if cpu_threads else "a thread per core"
+    summary = f"ONNX Runtime {onnxruntime.__version__}: CPU, {threads}, {precision}; {onnx_file}"
+    if precision == "int8":
+        summary = (f"int8 engaged via ONNX Runtime {onnxruntime.__version__} (QDQ graph: int8 weights per channel, "
+                   f"uint8 activations): CPU, {threads}; {onnx_file}")
+    return OnnxPredictor(session, summary)

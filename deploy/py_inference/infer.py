@@ -2,7 +2,8 @@
 
     python deploy/py_inference/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
 prints ``image_name: ./images/demo.jpg, class_id: N, prob: P`` per image on stdout, and on
-stderr one line saying what engaged. ``--img-path`` takes a file, a directory (searched
+stderr one line saying what engaged. An int8 model from tools/quantize_model.py runs on
+ONNX Runtime, which that line then names. ``--img-path`` takes a file, a directory (searched
 recursively) or a glob. The exit status is 1 if any image could not be read.
 """
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from paddlevision import inference
 from paddlevision.image import ImageDecodeError, ImageTooLargeError
-from paddlevision.model_dir import model_precision, preprocess_sizes, read_metadata
+from paddlevision.model_dir import preprocess_sizes, read_metadata
 from paddlevision.pipeline import Preprocessor
 from paddlevision.serving.batching import DynamicBatcher, QueueFullError
 from paddlevision.serving.protocol import (
@@ -71,9 +71,10 @@ def create_app(config):
         cpu_threads=config.cpu_threads,
         max_batch_size=config.max_batch_size,
     )
-    inference.find_paddle_model_files(config.model_dir)
+    # Which engine runs the directory (ONNX Runtime for an int8 model) is checked here, so
+    # that a directory or device that cannot work stops the service before it listens.
+    inference.check_model_dir(config.model_dir, options)
     metadata = read_metadata(config.model_dir)
-    inference.check_options(options, model_precision(config.model_dir, metadata))
     resize_size, crop_size = preprocess_sizes(config.model_dir, metadata)
     preprocessor = Preprocessor(resize_size, crop_size, max_pixels=config.max_image_pixels)
     metrics = Metrics()

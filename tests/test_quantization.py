@@ -1,0 +1,259 @@
+"""int8: tools/quantize_model.py on an exported model, and every runner accepting what it
+writes. One export of a model whose answers differ clearly from image to image
+(tests/peaked_model.py) is quantised once for the module, calibrated on other images; its
+int8 answers are compared with the classes the model was built to give. Which engine runs
+a directory is tested as the small function it is."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.service_process import ServiceProcess
+from conftest import REPO_ROOT, load_script, make_image, run_script
+from paddlevision.inference import (
+    ENGINE_ONNXRUNTIME,
+    ENGINE_PADDLE,
+    PredictorOptions,
+    UnsupportedOptionError,
+    check_model_dir,
+    select_engine,
+)
+from paddlevision.quantization import QuantizationError, calibration_subset, quantize
+from paddlevision.serving.protocol import build_request, parse_prediction
+from peaked_model import save_peaked_weights
+
+LINE = re.compile(r"^image_name: (?P<name>.+), class_id: (?P<class_id>\d+), prob: (?P<prob>[0-9.e-]+)$")
+NUM_HELD = 6
+NUM_CALIBRATION = 8
+# int8 rounding moved these probabilities by up to 0.063 (measured). Images of one class
+# (i % 4) were built to get probabilities 0.44 apart, images of other classes another
+# class, so 0.15 still tells rounding from another image's answer.
+INT8_PROB_TOLERANCE = 0.15
+
+quantize_model = load_script("tools/quantize_model.py")
+paddle_infer = load_script("deploy/py_inference/infer.py")
+
+
+def write_images(directory, count, seed):
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        make_image(48 + 8 * i, 40 + 6 * i, seed=seed + i).save(directory / f"img_{i}.png")
+    return sorted(str(p) for p in directory.glob("img_*.png"))
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory):
+    """Images that measure the answers; calibration never sees them."""
+    return write_images(tmp_path_factory.mktemp("held"), NUM_HELD, seed=100)
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("calibration")
+    write_images(directory / "class_a", NUM_CALIBRATION // 2, seed=0)
+    write_images(directory / "class_b", NUM_CALIBRATION // 2, seed=50)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def expected(held, tmp_path_factory):
+    """(fp32 export directory, {image name: constructed (class_id, prob)})."""
+    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
+    answers = save_peaked_weights(weights, held)
+    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
+    run_script("tools/export_model.py", "--pretrained", weights, "--model-dir", out, "--onnx", "--device", "cpu")
+    weights.unlink()
+    return out, dict(zip((Path(p).name for p in held), answers))
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(expected):
+    return expected[0]
+
+
+@pytest.fixture(scope="module")
+def int8_dir(fp32_dir, calibration_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "alexnet_infer_int8"
+    result = run_script("tools/quantize_model.py", "--model-dir", fp32_dir, "--calib-data", calibration_dir,
+                        "--output", out)
+    assert result.stdout.splitlines() == [
+        f"calibrated on {NUM_CALIBRATION} images from {calibration_dir}",
+        f"saved int8 model to {out / 'inference.onnx'}",
+    ]
+    return out
+
+
+def parse_lines(stdout):
+    matches = [LINE.match(line) for line in stdout.splitlines()]
+    assert matches and all(matches), stdout
+    return [(m["name"], int(m["class_id"]), float(m["prob"])) for m in matches]
+
+
+@pytest.mark.parametrize(
+    "precision, device, use_tensorrt, has_paddle_graph, has_onnx, engine",
+    [
+        ("fp32", "cpu", False, True, True, ENGINE_PADDLE),
+        ("bf16", "cpu", False, True, False, ENGINE_PADDLE),
+        ("fp16", "gpu", True, True, False, ENGINE_PADDLE),
+        ("int8", "cpu", False, False, True, ENGINE_ONNXRUNTIME),
+        ("int8", "cpu", False, True, True, ENGINE_ONNXRUNTIME),
+        ("int8", "gpu", True, True, False, ENGINE_PADDLE),
+    ],
+)
+def test_engine_for_each_directory_and_device(precision, device, use_tensorrt, has_paddle_graph, has_onnx, engine):
+    assert select_engine(precision, device, use_tensorrt, has_paddle_graph, has_onnx) == engine
+
+
+@pytest.mark.parametrize(
+    "device, use_tensorrt, has_paddle_graph, has_onnx, message",
+    [
+        # Paddle's CPU passes delete quantize/dequantize ops: the graph would run in fp32.
+        ("cpu", False, True, False, "this directory has none"),
+        ("gpu", True, False, True, "use --device cpu"),
+        ("gpu", False, True, True, "use --device cpu"),
+    ],
+)
+def test_int8_without_an_engine_that_runs_it_is_refused(device, use_tensorrt, has_paddle_graph, has_onnx, message):
+    with pytest.raises(UnsupportedOptionError, match=message):
+        select_engine("int8", device, use_tensorrt, has_paddle_graph, has_onnx)
+
+
+def test_calibration_subset_spreads_over_every_class_folder():
+    paths = [f"{folder}/{i}.png" for folder in "abcde" for i in range(4)]
+    subset = calibration_subset(paths, 5)
+    assert len(subset) == 5 and subset[0] == paths[0] and subset[-1] == paths[-1]
+    assert {path.split("/")[0] for path in subset} == set("abcde")
+    assert calibration_subset(paths[:3], 5) == paths[:3]
+
+
+def test_int8_directory_records_its_precision_and_holds_only_the_onnx_graph(int8_dir, fp32_dir):
+    import onnx
+
+    assert sorted(p.name for p in int8_dir.iterdir()) == ["inference.onnx", "inference_meta.json"]
+    metadata = json.loads((int8_dir / "inference_meta.json").read_text())
+    fp32_metadata = json.loads((fp32_dir / "inference_meta.json").read_text())
+    assert metadata["precision"] == "int8" and fp32_metadata["precision"] == "fp32"
+    assert metadata["quantization"]["calibration_images"] == NUM_CALIBRATION
+    assert {k: metadata[k] for k in fp32_metadata if k != "precision"} == {
+        k: v for k, v in fp32_metadata.items() if k != "precision"
+    }
+    model = onnx.load(str(int8_dir / "inference.onnx"), load_external_data=False)
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weight_types = {init.data_type for init in model.graph.initializer if len(init.dims) >= 2}
+    assert onnx.TensorProto.INT8 in weight_types
+    assert (fp32_dir / "inference.json").is_file()  # the source is left as it was
+
+
+def test_infer_py_runs_the_int8_directory_with_the_fp32_answers(int8_dir, held, expected):
+    """As the README runs it (default flags), on images calibration did not see."""
+    result = run_script("deploy/py_inference/infer.py", "--model-dir", int8_dir, "--img-path", Path(held[0]).parent,
+                        timeout=300)
+    lines = parse_lines(result.stdout)
+    assert [name for name, _, _ in lines] == held
+    answers = expected[1]
+    for name, class_id, prob in lines:
+        expected_class, expected_prob = answers[Path(name).name]
+        assert class_id == expected_class, (name, class_id, prob)
+        assert abs(prob - expected_prob) <= INT8_PROB_TOLERANCE, (name, prob, expected_prob)
+    [summary] = result.stderr.splitlines()
+    assert summary.startswith("int8 engaged via ONNX Runtime ") and str(int8_dir / "inference.onnx") in summary
+
+
+def test_int8_directory_is_routed_to_onnx_runtime_and_refuses_fp32(int8_dir):
+    assert check_model_dir(int8_dir, PredictorOptions()) == (ENGINE_ONNXRUNTIME, "int8")
+    with pytest.raises(UnsupportedOptionError, match="runs as int8 only"):
+        check_model_dir(int8_dir, PredictorOptions(precision="fp32"))
+
+
+def test_service_answers_from_the_int8_directory(int8_dir, held, expected, tmp_path):
+    server = ServiceProcess("--model-dir", int8_dir, "--cpu-threads", "1", "--max-batch-size", "4",
+                            log_path=tmp_path / "service.log")
+    try:
+        server.wait_healthy()
+        import httpx
+
+        images = [Path(p).read_bytes() for p in held]
+        with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
+            answer = client.post("/alexnet/prediction", json=build_request(images)).json()
+    finally:
+        server.stop()
+    class_ids, probs = parse_prediction(answer)
+    answers = [expected[1][Path(p).name] for p in held]
+    assert class_ids == [class_id for class_id, _ in answers]
+    np.testing.assert_allclose(probs, [prob for _, prob in answers], atol=INT8_PROB_TOLERANCE)
+    assert "int8 engaged via ONNX Runtime" in (tmp_path / "service.log").read_text()
+
+
+def test_int8_label_on_an_fp32_graph_is_refused(fp32_dir, tmp_path):
+    """Never run fp32 under an int8 label: the ONNX file itself must say it was quantised."""
+    fake = tmp_path / "fake_int8"
+    fake.mkdir()
+    (fake / "inference.onnx").symlink_to(fp32_dir / "inference.onnx")
+    metadata = json.loads((fp32_dir / "inference_meta.json").read_text())
+    (fake / "inference_meta.json").write_text(json.dumps({**metadata, "precision": "int8"}))
+    with pytest.raises(SystemExit, match=r"^error: .*records int8 but .*inference\.onnx is not a model quantised"):
+        paddle_infer.main(paddle_infer.get_args_parser().parse_args(
+            ["--model-dir", str(fake), "--img-path", str(REPO_ROOT / "images" / "demo.jpg")]))
+
+
+def quantize_args(*flags):
+    return quantize_model.get_args_parser().parse_args([str(f) for f in flags])
+
+
+def test_missing_onnx_export_names_the_flag_and_the_file(fp32_dir, calibration_dir, tmp_path):
+    no_onnx = tmp_path / "no_onnx"
+    no_onnx.mkdir()
+    shutil.copy(fp32_dir / "inference_meta.json", no_onnx)
+    with pytest.raises(SystemExit, match=r"^error: --model-dir: .*missing inference\.onnx \(export with --onnx\)$"):
+        quantize_model.main(quantize_args("--model-dir", no_onnx, "--calib-data", calibration_dir,
+                                          "--output", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_calibration_images_names_the_flag(fp32_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(SystemExit, match=rf"^error: --calib-data {re.escape(str(empty))}: no image files found$"):
+        quantize_model.main(quantize_args("--model-dir", fp32_dir, "--calib-data", empty, "--output", tmp_path / "o"))
+
+
+def test_unreadable_calibration_image_names_the_file(fp32_dir, calibration_dir, tmp_path):
+    data = tmp_path / "calib"
+    shutil.copytree(calibration_dir, data)
+    bad = data / "class_a" / "img_0b.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match=rf"^error: calibration image: cannot decode image {re.escape(str(bad))}"):
+        quantize_model.main(quantize_args("--model-dir", fp32_dir, "--calib-data", data, "--output", tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_is_never_overwritten(fp32_dir, calibration_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    with pytest.raises(SystemExit, match=rf"^error: output {re.escape(str(out))} already exists and is not empty"):
+        quantize_model.main(quantize_args("--model-dir", fp32_dir, "--calib-data", calibration_dir, "--output", out))
+    with pytest.raises(QuantizationError, match="fp32 model's own directory"):
+        quantize(fp32_dir, [str(REPO_ROOT / "images" / "demo.jpg")], fp32_dir)
+    assert (out / "keep.txt").read_text() == "earlier work"
+
+
+def test_quantizing_an_int8_model_again_is_refused(int8_dir, calibration_dir, tmp_path):
+    with pytest.raises(QuantizationError, match="already holds an int8 model"):
+        quantize(int8_dir, [str(REPO_ROOT / "images" / "demo.jpg")], tmp_path / "again")
+
+
+def test_quantization_module_does_not_import_paddle():
+    """It runs beside ONNX Runtime alone, like the ONNX runner."""
+    code = ("import sys, paddlevision.quantization; "
+            "assert not any(m == 'paddle' or m.startswith('paddle.') for m in sys.modules), 'paddle imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

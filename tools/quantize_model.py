@@ -1,0 +1,50 @@
+"""Quantise an exported model to int8 (post-training, static), for ONNX Runtime.
+
+    python tools/export_model.py --pretrained ./output/best_model.pdparams --model-dir ./alexnet_infer --onnx
+    python tools/quantize_model.py --model-dir ./alexnet_infer --calib-data ./data/train --output ./alexnet_infer_int8
+    python deploy/py_inference/infer.py --model-dir ./alexnet_infer_int8 --img-path ./images/demo.jpg
+
+``--calib-data`` is an image, a directory (searched recursively) or a glob; ``--calib-count``
+images spread evenly over it (so every class folder contributes) set the activation
+ranges. Calibrate on training images, never on those that measure accuracy. The output
+directory must be new; its inference_meta.json records ``"precision": "int8"``.
+"""
+
+import argparse
+import sys
+
+from paddlevision.batch_predict import NoImagesError, expand_image_paths
+from paddlevision.model_dir import ModelDirError, PreprocessSizeError
+from paddlevision.quantization import CALIBRATION_METHODS, QuantizationError, calibration_subset, quantize
+from paddlevision_cli import at_least
+
+
+def get_args_parser(add_help=True):
+    parser = argparse.ArgumentParser(description="Post-training int8 quantisation (ONNX Runtime)", add_help=add_help)
+    parser.add_argument("--model-dir", required=True, help="fp32 export with inference.onnx (tools/export_model.py --onnx)")
+    parser.add_argument("--calib-data", required=True, help="calibration images: a file, a directory or a glob")
+    parser.add_argument("--calib-count", default=320, type=at_least(1), help="calibration images used (default: 320)")
+    parser.add_argument("--output", required=True, help="new directory for the int8 model")
+    parser.add_argument("--method", default="minmax", choices=list(CALIBRATION_METHODS),
+                        help="how activation ranges are read from the calibration images")
+    return parser
+
+
+def main(args):
+    try:
+        images = calibration_subset(expand_image_paths(args.calib_data), args.calib_count)
+    except NoImagesError:
+        raise SystemExit(f"error: --calib-data {args.calib_data}: no image files found")
+    try:
+        onnx_file = quantize(args.model_dir, images, args.output, method=args.method)
+    except (ModelDirError, PreprocessSizeError) as err:
+        raise SystemExit(f"error: --model-dir: {err}")
+    except QuantizationError as err:
+        raise SystemExit(f"error: {err}")
+    print(f"calibrated on {len(images)} images from {args.calib_data}")
+    print(f"saved int8 model to {onnx_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
