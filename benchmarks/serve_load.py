@@ -205,18 +205,20 @@ TABLE_HEADER = (
 
 
 def print_targets(offline, runs):
-    """The issue's targets, against both offline baselines."""
+    """The serving targets, each against one baseline: the predictor alone offline (what the
+    targets name); the end-to-end offline figure (decode + preprocess + predictor, as infer.py
+    runs) is shown beside it, not judged."""
     batched = {run["concurrency"]: run for run in runs if run["batching"]}
     if 16 in batched:
         ips = batched[16]["images_per_sec"]
-        print(f"16 clients, batching: {ips / offline['offline_batch32_images_per_sec']:.2f}x offline batch-32 "
-              f"(predictor only), {ips / offline['offline_end_to_end_batch32_images_per_sec']:.2f}x end to end "
-              "(target 0.8x)")
+        print(f"target: 16 clients with batching >= 0.8x the offline predictor at batch 32: "
+              f"{ips / offline['offline_batch32_images_per_sec']:.2f}x "
+              f"(beside it: {ips / offline['offline_end_to_end_batch32_images_per_sec']:.2f}x offline end to end)")
     if 1 in batched:
         p50 = batched[1]["p50_ms"]
-        print(f"1 client, batching: p50 {p50:.1f} ms = offline batch-1 "
-              f"{p50 - offline['offline_batch1_latency_ms']:+.1f} ms (predictor only), "
-              f"{p50 - offline['offline_end_to_end_batch1_latency_ms']:+.1f} ms (end to end) (target +5 ms at most)")
+        print(f"target: 1 client p50 <= the offline predictor's batch-1 latency + 5 ms: "
+              f"{p50 - offline['offline_batch1_latency_ms']:+.1f} ms "
+              f"(beside it: {p50 - offline['offline_end_to_end_batch1_latency_ms']:+.1f} ms against end to end)")
 
 
 def main(args):
