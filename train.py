@@ -13,7 +13,7 @@ from pathlib import Path
 # paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision import checkpoint
 from paddlevision.datasets import ImageFolder, ImageLoader, ListDataset, extract_lite_data
-from paddlevision.device import DeviceError, configure_cpu_math, cpu_vendor_and_flags, setup_device
+from paddlevision.device import DeviceError, cpu_vendor_and_flags, setup_device
 from paddlevision.image import ImageDecodeError
 from paddlevision.models import get_model, list_models
 from paddlevision.onednn import ENGINES, OneDNNUnavailable, accelerate
@@ -260,10 +260,8 @@ def main(args):
 
     model = get_model(args.model, num_classes=num_classes, dropout=args.dropout)
     # Before DataParallel wraps the model; parameter names are kept, so checkpoints and
-    # --pretrained/--resume weights are those of the stock model. configure_cpu_math()
-    # returns the thread share setup_device gave Paddle (setting it again changes nothing).
-    acceleration = accelerate(model, args.device, args.conv_engine,
-                              num_threads=configure_cpu_math() if args.device == "cpu" else None)
+    # --pretrained/--resume weights are those of the stock model.
+    acceleration = accelerate(model, args.device, args.conv_engine)
     utils.print_main(acceleration.log_line())
     meta = {"model": args.model, "num_classes": num_classes, "class_names": list(class_names)}
     if args.pretrained:

@@ -122,7 +122,7 @@ def paddle_worker(args):
             model = alexnet(num_classes=NUM_CLASSES)
             model.train()
             if args.worker == "train.py":
-                accelerate(model, device, engine, num_threads=threads)
+                accelerate(model, device, engine)
             optimizer = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=model.parameters(),
                                                   weight_decay=1e-4)
             trainees[engine] = model, optimizer

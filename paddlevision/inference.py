@@ -289,15 +289,16 @@ def check_model_dir(model_dir, options):
     """``(engine, precision)`` that ``model_dir`` runs with under ``options``; raises
     ``ModelDirError`` or :class:`UnsupportedOptionError` before anything is loaded."""
     metadata = read_metadata(model_dir)
-    precision = check_options(options, model_precision(model_dir, metadata))
     path = Path(model_dir)
-    engine = select_engine(
-        precision,
-        "gpu" if options.use_gpu else "cpu",
-        options.use_tensorrt,
-        has_paddle_graph=any((path / name).is_file() for name in GRAPH_FILENAMES),
-        has_onnx=(path / ONNX_FILENAME).is_file(),
-    )
+    device = "gpu" if options.use_gpu else "cpu"
+    graphs = {"has_paddle_graph": any((path / name).is_file() for name in GRAPH_FILENAMES),
+              "has_onnx": (path / ONNX_FILENAME).is_file()}
+    stored_precision = model_precision(model_dir, metadata)
+    if stored_precision == "int8" and not graphs["has_paddle_graph"]:
+        # An ONNX-only int8 directory: where it can run decides before the Paddle options do.
+        select_engine("int8", device, options.use_tensorrt, **graphs)
+    precision = check_options(options, stored_precision)
+    engine = select_engine(precision, device, options.use_tensorrt, **graphs)
     if engine == ENGINE_PADDLE:
         find_paddle_model_files(model_dir)
     return engine, precision

@@ -6,7 +6,7 @@ broadcasting bias ``add`` (whose gradient is a generic reduction), and ignores
 convolution (bias, and the following ReLU, fused; input, weight and bias gradients from
 oneDNN's backward primitives) and max-pooling, with the maths of the layers they replace.
 
-    acceleration = accelerate(model, device, engine="auto", num_threads=2)
+    acceleration = accelerate(model, device, engine="auto")
     logger.info(acceleration.log_line())
 
 The operators are compiled on first use with ``paddle.utils.cpp_extension`` into Paddle's
@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sysconfig
 import time
 import warnings
@@ -50,7 +51,9 @@ logger = logging.getLogger(__name__)
 ENGINES = ("auto", "onednn", "paddle")
 SOURCE = Path(__file__).parent / "ops" / "onednn_ops.cc"
 EXTENSION_NAME = "paddlevision_onednn_ops"
-CXX_FLAGS = ["-O3", "-fopenmp"]
+# oneDNN runs on the OpenMP runtime Paddle loaded (libiomp5 serves its GOMP calls), so its
+# thread count is the one Paddle sets; the operators start no OpenMP runtime of their own.
+CXX_FLAGS = ["-O3", "-fopenmp-simd"]
 HEADERS_HINT = "pip install --no-deps -r requirements-onednn.txt, or set ONEDNN_INCLUDE_DIR"
 
 
@@ -119,11 +122,10 @@ _ops = None
 _origin = ""
 
 
-def load_ops(num_threads: int | None = None):
+def load_ops():
     """The compiled operator module, built on first use and afterwards loaded from the
     extension directory. A file lock keeps the processes of a distributed launch from
-    building at once. ``num_threads`` is the thread count of oneDNN's OpenMP runtime
-    (libgomp, which Paddle's ``set_num_threads`` does not reach). Raises OneDNNUnavailable."""
+    building at once. Raises OneDNNUnavailable."""
     global _ops, _origin
     if _ops is None:
         from paddle.utils import cpp_extension
@@ -133,23 +135,33 @@ def load_ops(num_threads: int | None = None):
             raise OneDNNUnavailable(f"the paddle wheel has no {lib}")
         include_dir = find_headers(library_version(lib))
         build_root = Path(cpp_extension.get_build_directory())
-        build_root.mkdir(parents=True, exist_ok=True)
-        stamp = build_root / f"{EXTENSION_NAME}.stamp"
-        signature = _signature(include_dir, lib)
-        with open(build_root / f"{EXTENSION_NAME}.lock", "w") as lock, _quiet_cpp_extension():
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            ops = _load_built(build_root, stamp, signature)
-            if ops is None:
-                start = time.perf_counter()
-                ops = _build(cpp_extension, include_dir, lib)
-                stamp.write_text(signature)
-                _origin = f"compiled now in {time.perf_counter() - start:.0f} s into {build_root}"
-            else:
-                _origin = f"cached in {build_root}"
-        _ops = ops
-    if num_threads:
-        _ops.onednn_set_num_threads(paddle.zeros([1]), int(num_threads))
+        try:
+            _ops = _load_or_build(cpp_extension, build_root, include_dir, lib)
+        except OSError as exc:  # an extension directory that cannot be written or locked
+            raise OneDNNUnavailable(f"extension directory {build_root}: {exc}") from exc
     return _ops
+
+
+def _load_or_build(cpp_extension, build_root: Path, include_dir: Path, lib: Path):
+    global _origin
+    build_root.mkdir(parents=True, exist_ok=True)
+    stamp = build_root / f"{EXTENSION_NAME}.stamp"
+    signature = _signature(include_dir, lib)
+    with open(build_root / f"{EXTENSION_NAME}.lock", "w") as lock, _quiet_cpp_extension():
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ops = _load_built(build_root, stamp, signature)
+        if ops is None:
+            # Paddle and setuptools rebuild only for changed source paths, flags or mtimes:
+            # a build for other headers or another Paddle, or one cut short, goes first.
+            stamp.unlink(missing_ok=True)
+            shutil.rmtree(build_root / EXTENSION_NAME, ignore_errors=True)
+            start = time.perf_counter()
+            ops = _build(cpp_extension, include_dir, lib)
+            stamp.write_text(signature)
+            _origin = f"compiled now in {time.perf_counter() - start:.0f} s into {build_root}"
+        else:
+            _origin = f"cached in {build_root}"
+    return ops
 
 
 @contextmanager
@@ -197,7 +209,7 @@ def _build(cpp_extension, include_dir: Path, lib: Path):
             return cpp_extension.load(
                 name=EXTENSION_NAME, sources=[str(SOURCE)], extra_include_paths=[str(include_dir)],
                 extra_cxx_cflags=CXX_FLAGS,
-                extra_ldflags=[f"-L{lib.parent}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib.parent}", "-fopenmp"],
+                extra_ldflags=[f"-L{lib.parent}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib.parent}"],
                 verbose=False)
     except Exception as exc:  # no compiler, a compiler error, a failed import
         raise OneDNNUnavailable(f"compiling the oneDNN operators failed: {type(exc).__name__}: {exc}") from exc
@@ -358,17 +370,17 @@ class Acceleration:
                 f"fused, {self.pools} max-pools, {self.blocked_chains} blocked-layout chains{kept}")
 
 
-def accelerate(model: nn.Layer, device: str, engine: str = "auto", num_threads: int | None = None) -> Acceleration:
-    """Swap the supported ``Conv2D`` (with a ``ReLU`` right after it), ``MaxPool2D`` and
-    ``Sequential`` layers of ``model`` in place for their oneDNN versions when the engine
-    choice (:func:`choose_conv_engine`) is oneDNN. ``num_threads``: the CPU threads Paddle
-    was given (``paddlevision.device.configure_cpu_math``). Call it before
+def accelerate(model: nn.Layer, device: str, engine: str = "auto") -> Acceleration:
+    """Swap the supported ``Conv2D`` (with a ``ReLU`` right after it in a ``Sequential``),
+    ``MaxPool2D`` and ``Sequential`` layers of ``model`` in place for their oneDNN versions
+    when the engine choice (:func:`choose_conv_engine`) is oneDNN. oneDNN uses the thread
+    count Paddle was given (``paddlevision.device.configure_cpu_math``). Call it before
     ``paddle.DataParallel`` wraps the model."""
     choice = choose_conv_engine(device, engine)
     acceleration = Acceleration(choice)
     if choice.engine != "onednn":
         return acceleration
-    ops = load_ops(num_threads)
+    ops = load_ops()
     for parent_name, parent in [("", model), *model.named_sublayers()]:
         children = list(parent.named_children())
         for index, (name, child) in enumerate(children):
@@ -379,7 +391,8 @@ def accelerate(model: nn.Layer, device: str, engine: str = "auto", num_threads: 
                     acceleration.kept.append((full_name, reason))
                     continue
                 following = children[index + 1] if index + 1 < len(children) else None
-                fuse = following is not None and type(following[1]) is nn.ReLU
+                # Only a Sequential runs its children in order; elsewhere forward() decides.
+                fuse = isinstance(parent, nn.Sequential) and following is not None and type(following[1]) is nn.ReLU
                 setattr(parent, name, OneDNNConv2D(child, fuse_relu=fuse))
                 acceleration.convs += 1
                 if fuse:

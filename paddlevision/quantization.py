@@ -134,37 +134,46 @@ def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_s
             return next(self._batches, None)
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as staging:
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging_dir = tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent)
+    except OSError as err:
+        raise QuantizationError(f"cannot write into {out_dir.parent}: {err.strerror or err}") from err
+    with staging_dir as staging:
         staging = Path(staging)
         try:
             model = onnx.load(fp32_onnx)
         except Exception as err:  # onnx raises DecodeError and friends, all from Exception
             raise ModelDirError(f"{fp32_onnx} is not a readable ONNX model: {err}") from err
-        input_name = model.graph.input[0].name
-        if max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < QUANTIZED_OPSET:
-            model = version_converter.convert_version(model, QUANTIZED_OPSET)
-        converted, prepared, quantized = staging / "fp32.onnx", staging / "fp32_prepared.onnx", staging / "int8.onnx"
-        onnx.save(model, str(converted))
-        del model
-        # Shape inference and constant folding first, as onnxruntime.quantization advises.
-        quantization.quant_pre_process(str(converted), str(prepared), skip_symbolic_shape=True)
-        quantization.quantize_static(
-            str(prepared),
-            str(quantized),
-            CalibrationReader(input_name),
-            quant_format=quantization.QuantFormat.QDQ,
-            per_channel=True,
-            # 7-bit weights: without VNNI, x86 int8 kernels multiply uint8 by int8 with
-            # VPMADDUBSW, whose int16 pair sums saturate with full-range weights (OpenVINO's
-            # "Saturation (overflow) issue" note). On this AVX2 CPU, 8-bit weights cost
-            # several points of top-1 agreement with fp32; 7-bit ones run as fast.
-            reduce_range=True,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
-            calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[method]),
-            op_types_to_quantize=list(QUANTIZED_OPS),
-        )
+        try:
+            input_name = model.graph.input[0].name
+            if max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < QUANTIZED_OPSET:
+                model = version_converter.convert_version(model, QUANTIZED_OPSET)
+            converted, prepared = staging / "fp32.onnx", staging / "fp32_prepared.onnx"
+            quantized = staging / "int8.onnx"
+            onnx.save(model, str(converted))
+            del model
+            # Shape inference and constant folding first, as onnxruntime.quantization advises.
+            quantization.quant_pre_process(str(converted), str(prepared), skip_symbolic_shape=True)
+            quantization.quantize_static(
+                str(prepared),
+                str(quantized),
+                CalibrationReader(input_name),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True,
+                # 7-bit weights: without VNNI, x86 int8 kernels multiply uint8 by int8 with
+                # VPMADDUBSW, whose int16 pair sums saturate with full-range weights (OpenVINO's
+                # "Saturation (overflow) issue" note). On this AVX2 CPU, 8-bit weights cost
+                # several points of top-1 agreement with fp32; 7-bit ones run as fast.
+                reduce_range=True,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[method]),
+                op_types_to_quantize=list(QUANTIZED_OPS),
+            )
+        except Exception as err:  # the converter and onnxruntime.quantization raise many kinds
+            raise QuantizationError(
+                f"ONNX Runtime could not quantise {fp32_onnx}: {type(err).__name__}: {err}") from err
         int8_model = onnx.load(str(quantized))
         onnx.helper.set_model_props(int8_model, {ONNX_PRECISION_KEY: "int8"})
         target = staging / "model"

@@ -171,6 +171,11 @@ def test_int8_directory_is_routed_to_onnx_runtime_and_refuses_fp32(int8_dir):
     assert check_model_dir(int8_dir, PredictorOptions()) == (ENGINE_ONNXRUNTIME, "int8")
     with pytest.raises(UnsupportedOptionError, match="runs as int8 only"):
         check_model_dir(int8_dir, PredictorOptions(precision="fp32"))
+    # infer.py's default on a GPU machine: one answer, naming the flag that works (not a
+    # TensorRT hint that would only lead to it).
+    for use_tensorrt in (False, True):
+        with pytest.raises(UnsupportedOptionError, match="use --device cpu"):
+            check_model_dir(int8_dir, PredictorOptions(use_gpu=True, use_tensorrt=use_tensorrt))
 
 
 def test_service_answers_from_the_int8_directory(int8_dir, held, expected, tmp_path):

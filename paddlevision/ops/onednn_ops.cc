@@ -11,7 +11,6 @@
 // paddlevision.onednn.OneDNNSequential). Primitive descriptors and primitives are built once per
 // configuration and kept.
 
-#include <omp.h>
 
 #include <array>
 #include <cstdint>
@@ -38,17 +37,6 @@ dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
-
-// oneDNN's OpenMP runtime is libgomp, while Paddle sets the thread count of MKL's iomp
-// runtime only (and pins OMP_NUM_THREADS to 1 at import): every operator therefore sets
-// the count it was configured with (onednn_set_num_threads).
-int g_num_threads = 0;
-
-struct ThreadScope {
-  ThreadScope() {
-    if (g_num_threads > 0) omp_set_num_threads(g_num_threads);
-  }
-};
 
 // The blocked activation layout of this CPU for `channels`, or undef when the channels do
 // not fill whole blocks (then the tensor stays plain).
@@ -239,7 +227,6 @@ std::vector<paddle::Tensor> ConvForwardImpl(const paddle::Tensor& x_in, const pa
   check_cpu_f32(x_in, "input");
   check_cpu_f32(w_in, "weight");
   check_cpu_f32(b_in, "bias");
-  ThreadScope threads;
   const paddle::Tensor x = x_in.contiguous(), w = w_in.contiguous(), b = b_in.contiguous();
   ConvPlan& p = conv_plan(x.shape(), w.shape(), strides, paddings, fuse_relu, need_input_grad, blocked_in,
                           blocked_out);
@@ -260,7 +247,6 @@ std::vector<paddle::Tensor> ConvBackwardImpl(const paddle::Tensor& x_in, const p
                                              const std::vector<int>& strides, const std::vector<int>& paddings,
                                              bool fuse_relu, bool need_input_grad, bool blocked_in,
                                              bool blocked_out) {
-  ThreadScope threads;
   const paddle::Tensor x = x_in.contiguous(), w = w_in.contiguous(), dy = dy_in.contiguous();
   ConvPlan& p = conv_plan(x.shape(), w.shape(), strides, paddings, fuse_relu, need_input_grad, blocked_in,
                           blocked_out);
@@ -274,7 +260,7 @@ std::vector<paddle::Tensor> ConvBackwardImpl(const paddle::Tensor& x_in, const p
     const int64_t n = dy.numel();
     float* masked = static_cast<float*>(t_scratch[kMasked].get(n * sizeof(float)));
     const float* out = y.data<float>();
-#pragma omp parallel for simd schedule(static)
+#pragma omp simd
     for (int64_t i = 0; i < n; ++i) masked[i] = out[i] > 0.f ? grad_out[i] : 0.f;
     grad_out = masked;
   }
@@ -368,7 +354,6 @@ std::vector<paddle::Tensor> PoolForwardImpl(const paddle::Tensor& x_in, const st
                                             const std::vector<int>& strides, const std::vector<int>& paddings,
                                             bool blocked_in, bool blocked_out) {
   check_cpu_f32(x_in, "input");
-  ThreadScope threads;
   const paddle::Tensor x = x_in.contiguous();
   PoolPlan& p = pool_plan(x.shape(), kernel, strides, paddings, blocked_in, blocked_out);
   paddle::Tensor y = empty_f32(p.y_dims);
@@ -388,7 +373,6 @@ std::vector<paddle::Tensor> PoolBackwardImpl(const paddle::Tensor& x, const padd
                                              const paddle::Tensor& dy_in, const std::vector<int>& kernel,
                                              const std::vector<int>& strides, const std::vector<int>& paddings,
                                              bool blocked_in, bool blocked_out) {
-  ThreadScope threads;
   const paddle::Tensor dy = dy_in.contiguous();
   PoolPlan& p = pool_plan(x.shape(), kernel, strides, paddings, blocked_in, blocked_out);
   {
@@ -465,11 +449,6 @@ std::vector<paddle::Tensor> PoolBackward(const paddle::Tensor& x, const paddle::
                  [&] { return PoolBackwardImpl(x, ws, dy, kernel, strides, paddings, blocked_in, blocked_out); });
 }
 
-std::vector<paddle::Tensor> SetThreads(const paddle::Tensor& x, int num_threads) {
-  g_num_threads = num_threads;
-  return {x};
-}
-
 std::vector<paddle::Tensor> BlockedChannels(const paddle::Tensor& x) {
   // How many channels one block of the blocked layout holds on this CPU (8 or 16).
   paddle::Tensor out = paddle::empty({1}, paddle::DataType::INT64, paddle::CPUPlace());
@@ -517,12 +496,6 @@ PD_BUILD_GRAD_OP(onednn_max_pool2d)
     .Outputs({paddle::Grad("X")})
     .Attrs(POOL_ATTRS)
     .SetKernelFn(PD_KERNEL(PoolBackward));
-
-PD_BUILD_OP(onednn_set_num_threads)
-    .Inputs({"X"})
-    .Outputs({"Out"})
-    .Attrs({"num_threads: int"})
-    .SetKernelFn(PD_KERNEL(SetThreads));
 
 PD_BUILD_OP(onednn_blocked_channels)
     .Inputs({"X"})
