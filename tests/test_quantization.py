@@ -49,25 +49,25 @@ def write_images(directory, count, seed):
 
 
 @pytest.fixture(scope="module")
-def held(tmp_path_factory):
+def held(module_tmp):
     """Images that measure the answers; calibration never sees them."""
-    return write_images(tmp_path_factory.mktemp("held"), NUM_HELD, seed=100)
+    return write_images(module_tmp / "held", NUM_HELD, seed=100)
 
 
 @pytest.fixture(scope="module")
-def calibration_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("calibration")
+def calibration_dir(module_tmp):
+    directory = module_tmp / "calibration"
     write_images(directory / "class_a", NUM_CALIBRATION // 2, seed=0)
     write_images(directory / "class_b", NUM_CALIBRATION // 2, seed=50)
     return directory
 
 
 @pytest.fixture(scope="module")
-def expected(held, tmp_path_factory):
+def expected(held, module_tmp):
     """(fp32 export directory, {image name: constructed (class_id, prob)})."""
-    weights = tmp_path_factory.mktemp("weights") / "alexnet4.pdparams"
+    weights = module_tmp / "alexnet4.pdparams"
     answers = save_peaked_weights(weights, held)
-    out = tmp_path_factory.mktemp("export") / "alexnet_infer"
+    out = module_tmp / "alexnet_infer"
     run_script("tools/export_model.py", "--pretrained", weights, "--model-dir", out, "--onnx", "--device", "cpu")
     weights.unlink()
     return out, dict(zip((Path(p).name for p in held), answers))
@@ -79,8 +79,8 @@ def fp32_dir(expected):
 
 
 @pytest.fixture(scope="module")
-def int8_dir(fp32_dir, calibration_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8") / "alexnet_infer_int8"
+def int8_dir(fp32_dir, calibration_dir, module_tmp):
+    out = module_tmp / "alexnet_infer_int8"
     result = run_script("tools/quantize_model.py", "--model-dir", fp32_dir, "--calib-data", calibration_dir,
                         "--output", out)
     assert result.stdout.splitlines() == [
