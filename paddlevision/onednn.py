@@ -126,7 +126,7 @@ def load_ops():
     """The compiled operator module, built on first use and afterwards loaded from the
     extension directory. A file lock keeps the processes of a distributed launch from
     building at once. Raises OneDNNUnavailable."""
-    global _ops, _origin
+    global _ops
     if _ops is None:
         from paddle.utils import cpp_extension
 

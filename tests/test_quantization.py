@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from benchmarks.service_process import ServiceProcess
 from conftest import REPO_ROOT, load_script, make_image, run_script

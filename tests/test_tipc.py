@@ -494,7 +494,7 @@ def test_reference_config_runs_the_lite_chain(tmp_path):
     output = tmp_path / "output"
     for entry, device in (("0", None), ("0,1", "cpu")):
         run_dir = output / f"norm_train_gpus_{entry}_autocast_null"
-        train = [c for c in commands if f" train.py --lr=0.001 --data-path=./lite_data " in c and f"--output-dir={run_dir} " in c]
+        train = [c for c in commands if " train.py --lr=0.001 --data-path=./lite_data " in c and f"--output-dir={run_dir} " in c]
         assert len(train) == 1 and "--amp" not in train[0] and "--pretrained" not in train[0]
         if device:
             assert f"--device={device} " in train[0]

@@ -3,7 +3,6 @@
 import json
 import re
 import shutil
-import sys
 
 import numpy as np
 import paddle
