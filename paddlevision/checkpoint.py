@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from paddlevision.weights import META_KEY, WeightsError, atomic_write, load_state_dict_checked, read_weights
+from paddlevision.safe_pickle import SavedGeneratorState
+from paddlevision.weights import (META_KEY, WeightsError, atomic_write, load_pickled, load_state_dict_checked,
+                                  read_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,11 @@ def rng_state():
     return state
 
 
+def _generator(saved):
+    """Paddle's generator state from what :mod:`paddlevision.safe_pickle` read."""
+    return saved.restore() if isinstance(saved, SavedGeneratorState) else saved
+
+
 def _set_rng_state(state):
     """Restore what ``state`` holds for this process's devices; return a description of
     what it could not restore (``None`` when everything was)."""
@@ -81,19 +88,19 @@ def _set_rng_state(state):
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gauss))
     if "paddle" in state:  # the format before the device kind was recorded
         try:
-            paddle.set_rng_state(state["paddle"])
+            paddle.set_rng_state([_generator(saved) for saved in state["paddle"]])
         except ValueError:
             return (f"the Paddle generators: saved for {len(state['paddle'])} device(s), "
                     f"not the {paddle.get_device()} generators of this run")
         return None
-    paddle.set_rng_state([state["cpu"]], "cpu")
+    paddle.set_rng_state([_generator(state["cpu"])], "cpu")
     card = _gpu_index(paddle.get_device())
     if card is None:
         return "the GPU generator (this run is on the CPU)" if "gpu" in state else None
     if "gpu" not in state:
         return "the GPU generator (the checkpoint was saved on the CPU)"
     gpu_states = paddle.get_cuda_rng_state()
-    gpu_states[card] = state["gpu"]
+    gpu_states[card] = _generator(state["gpu"])
     paddle.set_cuda_rng_state(gpu_states)
     return None
 
@@ -138,10 +145,10 @@ def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None
     ``(next_epoch, meta)``."""
     prefix = resolve_resume_prefix(resume)
     state_dict, meta = read_weights(f"{prefix}.pdparams")
-    try:
-        training_state = paddle.load(f"{prefix}.pdopt")
-    except Exception as err:  # paddle raises a variety of types for a corrupt pickle
-        raise CheckpointError(f"cannot read training state from {prefix}.pdopt: {err}") from err
+    training_state = load_pickled(f"{prefix}.pdopt")
+    if not isinstance(training_state, dict):
+        raise CheckpointError(f"{prefix}.pdopt is not a training checkpoint of train.py (it holds a "
+                              f"{type(training_state).__name__})")
     missing = [key for key in ("optimizer", "lr_scheduler", "epoch", "rng") if key not in training_state]
     if missing:
         raise CheckpointError(f"{prefix}.pdopt is not a training checkpoint of train.py (no {', '.join(missing)})")
@@ -151,16 +158,19 @@ def load_training_checkpoint(resume, model, optimizer, lr_scheduler, scaler=None
             "come from different saves"
         )
     load_state_dict_checked(model, state_dict, source=f"{prefix}.pdparams")
-    optimizer.set_state_dict(training_state["optimizer"])
-    lr_scheduler.set_state_dict(training_state["lr_scheduler"])
-    if scaler is not None and "scaler" in training_state:
-        scaler.load_state_dict(training_state["scaler"])
     rng_states = training_state["rng"]
-    if rank < len(rng_states):
-        not_restored = _set_rng_state(rng_states[rank])
-    else:
-        not_restored = (f"any generator (the checkpoint holds the states of {len(rng_states)} processes, "
-                        f"not rank {rank}'s)")
+    try:
+        optimizer.set_state_dict(training_state["optimizer"])
+        lr_scheduler.set_state_dict(training_state["lr_scheduler"])
+        if scaler is not None and "scaler" in training_state:
+            scaler.load_state_dict(training_state["scaler"])
+        if rank < len(rng_states):
+            not_restored = _set_rng_state(rng_states[rank])
+        else:
+            not_restored = (f"any generator (the checkpoint holds the states of {len(rng_states)} processes, "
+                            f"not rank {rank}'s)")
+    except Exception as err:  # the file is data from anywhere: whatever Paddle or the stdlib raise for bad values
+        raise CheckpointError(f"{prefix}.pdopt does not fit this training ({type(err).__name__}: {err})") from None
     if not_restored:
         logger.warning("%s: random state of %s not restored; random draws (dropout) continue from a fresh state",
                        prefix, not_restored)

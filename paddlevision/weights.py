@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from paddlevision import safe_pickle
+
 logger = logging.getLogger(__name__)
 
 # An extra entry of a .pdparams written by this project: {"model", "num_classes",
@@ -40,6 +42,10 @@ _HASH_PREFIX_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
 class WeightsError(RuntimeError):
     """Weights that cannot be found, fetched, read or loaded; the message names the file."""
+
+
+class UnsafeWeightsError(WeightsError):
+    """A weights or checkpoint file that asks to run code while it is read: refused."""
 
 
 class TorchRequiredError(WeightsError):
@@ -184,16 +190,24 @@ def _read_torch_weights(path):
     return torch_to_paddle_state_dict(state)
 
 
+def load_pickled(path):
+    """What a ``paddle.save`` file holds, with arrays as numpy arrays, read as data
+    (:mod:`paddlevision.safe_pickle`): a file that asks to run code is refused."""
+    try:
+        return safe_pickle.load(path)
+    except safe_pickle.UnsafePickleError as err:
+        raise UnsafeWeightsError(f"{path}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"cannot read {path}: {err}") from None
+
+
 def read_weights(path):
-    """``(state_dict, meta)`` of a weights file; ``meta`` is ``{}`` for files that carry
-    none (the reference's plain state dicts, ``.pth`` files)."""
+    """``(state_dict, meta)`` of a weights file, arrays as numpy arrays; ``meta`` is
+    ``{}`` for files that carry none (the reference's plain state dicts, ``.pth`` files)."""
     path = Path(path)
     if path.suffix in (".pth", ".pt"):
         return _read_torch_weights(path), {}
-    try:
-        state = paddle.load(str(path))
-    except Exception as err:  # paddle raises a variety of types for a corrupt pickle
-        raise WeightsError(f"cannot read weights from {path}: {err}") from err
+    state = load_pickled(path)
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (got {type(state).__name__})")
     state = dict(state)
