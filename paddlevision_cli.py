@@ -14,7 +14,8 @@ from paddlevision.model_dir import ModelDirError, PreprocessSizeError, preproces
 from paddlevision.pipeline import Preprocessor
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 
-__all__ = ["BatchJob", "add_batch_arguments", "add_bool_argument", "add_device_argument", "at_least", "str2bool"]
+__all__ = ["ArgumentParser", "BatchJob", "add_batch_arguments", "add_bool_argument", "add_device_argument", "at_least",
+           "number_in", "str2bool"]
 
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
@@ -39,16 +40,37 @@ def add_bool_argument(parser, *flags, default, help):
     parser.add_argument(*flags, default=default, type=str2bool, nargs="?", const=True, metavar="BOOL", help=help)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line, ``error: …``, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (python {self.prog} --help lists the options)\n")
+
+
 def at_least(minimum):
     """An argparse ``type``: an integer of at least ``minimum``."""
+    return number_in(int, minimum)
+
+
+def number_in(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse ``type``: a number of ``kind`` (int or float) in the range, each bound
+    inclusive unless its ``*_open`` is set; ``None`` leaves that side unbounded."""
+    if low is not None and high is None and not low_open:
+        expected = f"at least {low}"
+    elif low is not None and high is None:
+        expected = f"greater than {low}"
+    else:
+        expected = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
     def parse(text):
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        value = kind(text)
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above or value != value:  # the last: NaN
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
         return value
 
-    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
 
 

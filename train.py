@@ -5,8 +5,15 @@ Several:         python -m paddle.distributed.launch --gpus 0,1,2,3 train.py --d
 Evaluation only: python train.py --test-only --data-path ./ILSVRC2012 --pretrained ./alexnet_paddle.pdparams
 """
 
-import argparse
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends as cleanly as later
+    INTERRUPTS = Interrupts().install()
+
+import json
 import os
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -15,11 +22,12 @@ from paddlevision import checkpoint
 from paddlevision.datasets import ImageFolder, ImageLoader, ListDataset, extract_lite_data
 from paddlevision.device import DeviceError, cpu_vendor_and_flags, setup_device
 from paddlevision.image import ImageDecodeError
-from paddlevision.models import get_model, list_models
+from paddlevision.models import MIN_INPUT_SIZE, get_model, list_models
 from paddlevision.onednn import ENGINES, OneDNNUnavailable, accelerate
 from paddlevision.optim import LR_SCHEDULERS, OPTIMIZERS, WARMUP_METHODS, build_lr_scheduler, build_optimizer
-from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE, TRAIN_CROP_SIZE
-from paddlevision.weights import WeightsError, load_pretrained, load_state_dict_checked, read_weights
+from paddlevision.transforms.presets import AUTO_AUGMENT_POLICIES, EVAL_CROP_SIZE, EVAL_RESIZE_SIZE, TRAIN_CROP_SIZE
+from paddlevision.weights import WeightsError, atomic_write, load_pretrained, load_state_dict_checked, read_weights
+from paddlevision_cli import ArgumentParser, at_least, number_in
 
 import paddle
 
@@ -147,13 +155,17 @@ def evaluate(model, criterion, data_loader, print_freq, amp_dtype=None, metrics=
     metric_logger.synchronize_between_processes()
     samples = metric_logger.acc1.count
     if samples == 0:
-        raise SystemExit("error: evaluation saw no readable image")
+        raise EvaluationError("evaluation saw no readable image")
     acc1, acc5, loss = (metric_logger.meters[name].global_avg for name in ("acc1", "acc5", "loss"))
     utils.print_main(f" * Acc@1 {acc1:.3f} Acc@5 {acc5:.3f}")
     if metrics is not None:
         metrics.write(type="eval", epoch=epoch, loss=loss, top1=acc1, top5=acc5, num_samples=samples,
                       **({"weights": weights} if weights else {}))
     return acc1, acc5, loss
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that has nothing to measure."""
 
 
 def report_skipped(data_loader, what):
@@ -223,23 +235,93 @@ def make_loaders(dataset, dataset_test, batch_size, workers, skip_bad_images):
     return train_sampler, ImageLoader(dataset, train_sampler, **options), loader_test
 
 
-def save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch, meta, is_best):
-    """``model_{epoch}`` is written once; ``latest`` and ``best_model`` are atomic copies of
-    it (hard links where possible). ``latest.pdopt`` is replaced before ``latest.pdparams``; both record the epoch, so a
-    crash between the two is detected on resume (and ``model_{epoch}`` is complete)."""
-    rng_states = utils.gather_objects(checkpoint.rng_state())
-    if not utils.is_main_process():
+# The names train.py writes into --output-dir; a new training never writes over another's.
+RUN_FILES = re.compile(r"(model_\d+|latest|best_model)\.(pdparams|pdopt|json)|metrics\.jsonl")
+EPOCH_CHECKPOINT = re.compile(r"model_(\d+)\.(pdparams|pdopt)")
+
+
+def check_output_dir(output_dir, resume):
+    """Create ``--output-dir``; refuse one that holds another run's files, unless this run
+    resumes from it (a new training would overwrite its metrics and checkpoints)."""
+    if not output_dir:
         return
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"error: --output-dir {output_dir}: cannot create it ({err.strerror or err})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SystemExit(f"error: --output-dir {output_dir}: not writable")
+    earlier = sorted(p.name for p in path.iterdir() if RUN_FILES.fullmatch(p.name))
+    if earlier and not (resume and Path(checkpoint.resolve_resume_prefix(resume)).parent.resolve() == path.resolve()):
+        raise SystemExit(f"error: --output-dir {output_dir} holds another run ({', '.join(earlier[:3])}"
+                         f"{', …' if len(earlier) > 3 else ''}): continue it with --resume {output_dir}, "
+                         "or choose another --output-dir")
+
+
+def save_epoch_checkpoint(args, model, optimizer, lr_scheduler, scaler, epoch, meta):
+    """``model_{epoch}``, then ``latest`` as an atomic copy of it (hard links where
+    possible); only the last ``--keep-checkpoints`` epochs' files stay. ``latest.pdopt`` is
+    replaced before ``latest.pdparams``; both record the epoch, so a crash between the two
+    is detected on resume (and ``model_{epoch}`` is complete). Returns the prefix written."""
+    rng_states = utils.gather_objects(checkpoint.rng_state())
     prefix = os.path.join(args.output_dir, f"model_{epoch}")
+    if not utils.is_main_process():
+        return prefix
     checkpoint.save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args, scaler, meta,
                                         rng_states)
-    copies = [("latest", (".pdopt", ".pdparams"))] + ([("best_model", (".pdparams",))] if is_best else [])
-    for name, suffixes in copies:
-        for suffix in suffixes:
-            checkpoint.atomic_copy(prefix + suffix, os.path.join(args.output_dir, name + suffix))
+    for suffix in (".pdopt", ".pdparams"):
+        checkpoint.atomic_copy(prefix + suffix, os.path.join(args.output_dir, "latest" + suffix))
+    if args.keep_checkpoints is not None:
+        for path in Path(args.output_dir).iterdir():
+            match = EPOCH_CHECKPOINT.fullmatch(path.name)
+            if match and int(match.group(1)) <= epoch - args.keep_checkpoints:
+                path.unlink()
+    return prefix
 
 
-def main(args):
+def record_best_model(output_dir, prefix, epoch, acc1):
+    """``best_model.pdparams`` (a link to the epoch's weights) and ``best_model.json``
+    saying which epoch it is and its top-1, read back on resume."""
+    if not (output_dir and utils.is_main_process()):
+        return
+    checkpoint.atomic_copy(prefix + ".pdparams", os.path.join(output_dir, "best_model.pdparams"))
+    with atomic_write(os.path.join(output_dir, "best_model.json")) as tmp:
+        Path(tmp).write_text(json.dumps({"epoch": epoch, "acc1": acc1, "weights": f"model_{epoch}.pdparams"}) + "\n")
+
+
+def resumed_best_acc1(resume_prefix, epoch, meta):
+    """The best top-1 up to and including the resumed ``epoch``: the checkpoint records the
+    best before it (it is saved before its evaluation), ``best_model.json`` beside it the
+    best after that evaluation, if the evaluation finished."""
+    best = meta.get("best_acc1", -1.0)
+    try:
+        record = json.loads((Path(resume_prefix).parent / "best_model.json").read_text())
+        if record["epoch"] <= epoch:
+            best = max(best, float(record["acc1"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no evaluation recorded beside the checkpoint
+    return best
+
+
+def resume_hint(saved, args):
+    """What a failed or interrupted run leaves to continue from, for its last line."""
+    if saved:
+        prefix, epoch = saved
+        return f"epoch {epoch} is saved in {prefix}: add --resume {prefix} to the command to continue"
+    if not args.output_dir:
+        return "no checkpoint is written with --output-dir ''"
+    if args.resume:
+        return f"no epoch finished since --resume {args.resume}, which still holds the last checkpoint"
+    return "no epoch finished, so no checkpoint was saved"
+
+
+def main(args, interrupts=None):
+    interrupts = interrupts or Interrupts()
+    if args.test_only and not (args.pretrained or args.resume):
+        raise SystemExit("error: --test-only needs the weights to evaluate: --pretrained FILE or --resume CHECKPOINT")
+    if not args.test_only:
+        check_output_dir(args.output_dir, args.resume)
     args.device = setup_device(args.device)
     utils.init_distributed_mode(args)
     if args.seed is not None:
@@ -296,34 +378,51 @@ def main(args):
         args.start_epoch, resumed_meta = checkpoint.load_training_checkpoint(
             args.resume, model, optimizer, lr_scheduler, scaler, rank=args.rank
         )
-        best_acc1 = resumed_meta.get("best_acc1", best_acc1)
+        best_acc1 = resumed_best_acc1(checkpoint.resolve_resume_prefix(args.resume), args.start_epoch - 1,
+                                      resumed_meta)
     elif args.start_epoch:
         lr_scheduler.step(args.start_epoch)
+    if args.start_epoch >= args.epochs:
+        utils.print_main(f"nothing left to train: epochs {args.start_epoch} of --epochs {args.epochs} are done "
+                         f"(raise --epochs to train further)")
+        metrics.close()
+        return
     train_model = paddle.DataParallel(model) if args.distributed else model
 
-    if args.output_dir and utils.is_main_process():
-        os.makedirs(args.output_dir, exist_ok=True)
     start_time = time.time()
-    for epoch in range(args.start_epoch, args.epochs):
-        train_sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args.print_freq, metrics, amp_dtype,
-                        scaler)
-        report_skipped(data_loader, f"[Epoch {epoch}] training")
-        lr_scheduler.step()
-        acc1, _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype, metrics, epoch=epoch)
-        report_skipped(data_loader_test, "Test")
-        is_best = acc1 > best_acc1
-        best_acc1 = max(best_acc1, acc1)
-        if args.output_dir:
-            save_epoch_checkpoints(args, model, optimizer, lr_scheduler, scaler, epoch,
-                                   dict(meta, best_acc1=best_acc1), is_best)
-    metrics.close()
+    saved = None  # (prefix, epoch) of the last checkpoint this run wrote
+    try:
+        for epoch in range(args.start_epoch, args.epochs):
+            train_sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            train_one_epoch(train_model, criterion, optimizer, data_loader, epoch, args.print_freq, metrics,
+                            amp_dtype, scaler)
+            report_skipped(data_loader, f"[Epoch {epoch}] training")
+            lr_scheduler.step()
+            # Saved before the evaluation, which can fail on a bad image or be interrupted.
+            if args.output_dir:
+                with interrupts.deferred():
+                    saved = save_epoch_checkpoint(args, model, optimizer, lr_scheduler, scaler, epoch,
+                                                  dict(meta, best_acc1=best_acc1)), epoch
+            acc1, _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype, metrics,
+                                  epoch=epoch)
+            report_skipped(data_loader_test, "Test")
+            if acc1 > best_acc1:
+                best_acc1 = acc1
+                if saved:
+                    with interrupts.deferred():
+                        record_best_model(args.output_dir, saved[0], epoch, acc1)
+    except BaseException as err:
+        if saved or isinstance(err, KeyboardInterrupt):
+            err.add_note(resume_hint(saved, args))
+        raise
+    finally:
+        metrics.close()
     utils.print_main(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="PaddlePaddle AlexNet classification training", add_help=add_help)
+    parser = ArgumentParser(description="PaddlePaddle AlexNet classification training", add_help=add_help)
     parser.add_argument("--data-path", default=None,
                         help="dataset root with train/ and val/ class folders, or with PaddleClas-style "
                              "train_list.txt and val_list.txt (default: the bundled lite data, extracted from "
@@ -332,56 +431,95 @@ def get_args_parser(add_help=True):
     parser.add_argument("--device", default=None,
                         help="gpu, gpu:N or cpu (default: gpu when available, else cpu); under "
                              "paddle.distributed.launch, gpu is each process's card (choose them with --gpus)")
-    parser.add_argument("-b", "--batch-size", default=32, type=int, help="images per device per step")
-    parser.add_argument("--epochs", default=90, type=int, help="number of total epochs to run")
-    parser.add_argument("-j", "--workers", default=4, type=int,
+    parser.add_argument("-b", "--batch-size", default=32, type=at_least(1), help="images per device per step")
+    parser.add_argument("--epochs", default=90, type=at_least(1), help="number of total epochs to run")
+    parser.add_argument("-j", "--workers", default=4, type=at_least(0),
                         help="data loading worker processes per device; 0 reads in the main process, a batch at a "
                              "time with no prefetch (for debugging: on GPU each batch is then copied synchronously)")
     parser.add_argument("--opt", default="sgd", choices=OPTIMIZERS, help="optimizer")
-    parser.add_argument("--lr", default=0.01, type=float,
+    parser.add_argument("--lr", default=0.01, type=number_in(float, 0, low_open=True),
                         help="initial learning rate, for the global batch (scale it linearly: 0.01 at 256 images)")
-    parser.add_argument("--momentum", default=0.9, type=float, help="momentum")
-    parser.add_argument("--wd", "--weight-decay", default=1e-4, type=float, dest="weight_decay", help="weight decay")
-    parser.add_argument("--label-smoothing", default=0.0, type=float, help="label smoothing")
+    parser.add_argument("--momentum", default=0.9, type=number_in(float, 0), help="momentum")
+    parser.add_argument("--wd", "--weight-decay", default=1e-4, type=number_in(float, 0), dest="weight_decay",
+                        help="weight decay")
+    parser.add_argument("--label-smoothing", default=0.0, type=number_in(float, 0, 1, high_open=True),
+                        help="label smoothing")
     parser.add_argument("--lr-scheduler", default="steplr", choices=LR_SCHEDULERS, help="LR schedule, per epoch")
-    parser.add_argument("--lr-warmup-epochs", default=0, type=int, help="epochs of LR warm-up")
+    parser.add_argument("--lr-warmup-epochs", default=0, type=at_least(0), help="epochs of LR warm-up")
     parser.add_argument("--lr-warmup-method", default="constant", choices=WARMUP_METHODS, help="warm-up shape")
-    parser.add_argument("--lr-warmup-decay", default=0.01, type=float, help="LR factor at the start of warm-up")
-    parser.add_argument("--lr-step-size", default=30, type=int, help="steplr: epochs between LR decays")
-    parser.add_argument("--lr-gamma", default=0.1, type=float, help="steplr: LR decay factor")
-    parser.add_argument("--lr-min", default=0.0, type=float, help="cosineannealinglr: final LR")
-    parser.add_argument("--dropout", default=0.5, type=float,
+    parser.add_argument("--lr-warmup-decay", default=0.01, type=number_in(float, 0, 1, low_open=True),
+                        help="LR factor at the start of warm-up")
+    parser.add_argument("--lr-step-size", default=30, type=at_least(1), help="steplr: epochs between LR decays")
+    parser.add_argument("--lr-gamma", default=0.1, type=number_in(float, 0, low_open=True),
+                        help="steplr: LR decay factor")
+    parser.add_argument("--lr-min", default=0.0, type=number_in(float, 0), help="cosineannealinglr: final LR")
+    parser.add_argument("--dropout", default=0.5, type=number_in(float, 0, 1, high_open=True),
                         help="dropout probability of the classifier (0 makes training deterministic)")
-    parser.add_argument("--print-freq", default=10, type=int, help="print every N iterations")
-    parser.add_argument("--output-dir", default="./output", help="where checkpoints and metrics.jsonl go ('' for none)")
+    parser.add_argument("--print-freq", default=10, type=at_least(1), help="print every N iterations")
+    parser.add_argument("--output-dir", default="./output",
+                        help="where checkpoints and metrics.jsonl go ('' for none); a new training refuses a "
+                             "directory holding another run's files")
+    parser.add_argument("--keep-checkpoints", default=None, type=at_least(0), metavar="N",
+                        help="keep the per-epoch model_{epoch} files of the last N epochs only (default: all, "
+                             "456 MB per epoch for AlexNet); latest and best_model are always kept")
     parser.add_argument("--resume", default="", help="checkpoint to resume from: a directory, prefix or file")
-    parser.add_argument("--start-epoch", default=0, type=int, help="start epoch (set from the checkpoint on --resume)")
+    parser.add_argument("--start-epoch", default=0, type=at_least(0),
+                        help="start epoch (set from the checkpoint on --resume)")
     parser.add_argument("--test-only", action="store_true", help="only evaluate the model on val/")
     parser.add_argument("--pretrained", default=None,
                         help="initial weights: a .pdparams/.pth path, an http(s) URL or 'alexnet' for the published ones")
-    parser.add_argument("--num-classes", default=None, type=int, help="number of classes (default: class folders)")
-    parser.add_argument("--auto-augment", default=None, help="auto augment policy (imagenet)")
-    parser.add_argument("--random-erase", default=0.0, type=float, help="random erasing probability")
+    parser.add_argument("--num-classes", default=None, type=at_least(1),
+                        help="number of classes (default: class folders)")
+    parser.add_argument("--auto-augment", default=None, choices=AUTO_AUGMENT_POLICIES, help="auto augment policy")
+    parser.add_argument("--random-erase", default=0.0, type=number_in(float, 0, 1),
+                        help="random erasing probability")
     parser.add_argument("--amp", action="store_true",
                         help="float16 mixed precision (GPU only: Paddle's dygraph AMP does nothing on CPU)")
     parser.add_argument("--conv-engine", default="auto", choices=ENGINES,
                         help="convolutions, their ReLUs and max-pools: auto is oneDNN on CPU when its operators "
                              "compile (needs requirements-onednn.txt; first use compiles for about a minute), else "
                              "Paddle's; onednn fails when it cannot be had")
-    parser.add_argument("--seed", default=None, type=int, help="seed for reproducible runs")
+    parser.add_argument("--seed", default=None, type=number_in(int, 0, 2**31 - 1), help="seed for reproducible runs")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
-    parser.add_argument("--val-resize-size", default=EVAL_RESIZE_SIZE, type=int, help="evaluation resize (short side)")
-    parser.add_argument("--val-crop-size", default=EVAL_CROP_SIZE, type=int, help="evaluation center crop")
-    parser.add_argument("--train-crop-size", default=TRAIN_CROP_SIZE, type=int, help="training random crop")
+    parser.add_argument("--val-resize-size", default=EVAL_RESIZE_SIZE, type=at_least(1),
+                        help="evaluation resize (short side)")
+    parser.add_argument("--val-crop-size", default=EVAL_CROP_SIZE, type=at_least(MIN_INPUT_SIZE),
+                        help="evaluation center crop")
+    parser.add_argument("--train-crop-size", default=TRAIN_CROP_SIZE, type=at_least(MIN_INPUT_SIZE),
+                        help="training random crop")
     return parser
+
+
+def failure(err, interrupts):
+    """The last line and exit status of a run that ``err`` ended; ``None`` for an error
+    that is a bug here (its traceback is what helps then)."""
+    notes = "; ".join(getattr(err, "__notes__", ()))
+    if interrupts.received:  # whatever the signal interrupted
+        return f"interrupted: {notes or 'nothing was saved'}", interrupts.exit_status
+    if isinstance(err, ImageDecodeError):
+        line = f"error: {err} (--skip-bad-images skips unreadable images)"
+    elif isinstance(err, OneDNNUnavailable):
+        line = f"error: --conv-engine onednn: {err}"
+    elif isinstance(err, (WeightsError, DeviceError, EvaluationError)):  # the message names the file or flag
+        line = f"error: {err}"
+    else:
+        return None
+    return f"{line}; {notes}" if notes else line, 1
 
 
 if __name__ == "__main__":
     try:
-        main(get_args_parser().parse_args())
-    except (WeightsError, DeviceError) as err:  # the message names the file or flag
-        raise SystemExit(f"error: {err}")
-    except OneDNNUnavailable as err:
-        raise SystemExit(f"error: --conv-engine onednn: {err}")
-    except ImageDecodeError as err:
-        raise SystemExit(f"error: {err} (--skip-bad-images skips unreadable images)")
+        INTERRUPTS.release()
+        main(get_args_parser().parse_args(), INTERRUPTS)
+        ending = None
+    except Exception as err:
+        ending = failure(err, INTERRUPTS)
+        if ending is None:
+            raise
+    except KeyboardInterrupt as err:
+        ending = failure(err, INTERRUPTS) or ("interrupted", 130)
+    # Outside the except blocks, so that the traceback and the data-loading workers it holds are released first.
+    if ending:
+        line, status = ending
+        utils.print_main(line, file=sys.stderr)
+        sys.exit(status)

@@ -31,8 +31,8 @@ def test_one_epoch_logs_metrics_and_checkpoints(trained_run):
     assert len(TRAIN_LINE.findall(result.stdout)) == 2  # 16 images at batch 8, printed every iteration
     assert TEST_LINE.search(result.stdout)
     assert len(SUMMARY.findall(result.stdout)) == 1
-    assert written == ["best_model.pdparams", "latest.pdopt", "latest.pdparams", "metrics.jsonl", "model_0.pdopt",
-                       "model_0.pdparams"]
+    assert written == ["best_model.json", "best_model.pdparams", "latest.pdopt", "latest.pdparams", "metrics.jsonl",
+                       "model_0.pdopt", "model_0.pdparams"]
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records] == ["train", "train", "eval"]
@@ -42,8 +42,11 @@ def test_one_epoch_logs_metrics_and_checkpoints(trained_run):
 
     weights = paddle.load(str(out / "latest.pdparams"))
     meta = weights["__paddlevision_meta__"]
+    # Saved before its evaluation: the best top-1 of the epochs before it; best_model.json has the evaluation.
     assert meta == {"model": "alexnet", "num_classes": 4, "class_names": ["astronaut", "cat", "coffee", "rocket"],
-                    "epoch": 0, "best_acc1": records[-1]["top1"]}
+                    "epoch": 0, "best_acc1": -1.0}
+    assert json.loads((out / "best_model.json").read_text()) == {"epoch": 0, "acc1": records[-1]["top1"],
+                                                                 "weights": "model_0.pdparams"}
 
 
 def test_test_only_reproduces_the_final_evaluation(trained_run, lite_data):
@@ -120,11 +123,12 @@ def bad_image_line(path):
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_bad_image_is_one_error_line_with_default_workers(data_copy, split):
+def test_bad_image_is_one_error_line_with_default_workers(data_copy, split, trained_run):
     """Default -j: the unreadable image's line is all of stderr, within the timeout (before
     the fix: a traceback, then a hang at exit). A bad val image fails --test-only."""
     bad = corrupt(data_copy / split / "cat" / "corrupt.jpg")
-    mode = ["--epochs", "1"] if split == "train" else ["--test-only"]
+    weights = trained_run[0] / "latest.pdparams"
+    mode = ["--epochs", "1"] if split == "train" else ["--test-only", "--pretrained", weights]
     result = run_script("train.py", "--data-path", data_copy, *mode, "-b", "8", "--device", "cpu", "--output-dir", "",
                         *FAST_SIZES, check=False, timeout=120)
     assert result.returncode != 0
@@ -204,8 +208,8 @@ def test_quick_start_as_written(quick_start):
     assert len(SUMMARY.findall(result.stdout)) == 1
     assert [json.loads(line)["type"] for line in metrics.splitlines()] == ["train", "train", "eval"]
     assert (repo / "lite_data" / "train" / "cat").is_dir()
-    assert written == ["best_model.pdparams", "latest.pdopt", "latest.pdparams", "metrics.jsonl", "model_0.pdopt",
-                       "model_0.pdparams"]
+    assert written == ["best_model.json", "best_model.pdparams", "latest.pdopt", "latest.pdparams", "metrics.jsonl",
+                       "model_0.pdopt", "model_0.pdparams"]
 
 
 def test_default_run_names_its_conv_engine(quick_start):

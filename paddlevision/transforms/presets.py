@@ -17,6 +17,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "AUTO_AUGMENT_POLICIES",
     "ClassificationPresetTrain",
     "ClassificationPresetEval",
     "EVAL_CROP_SIZE",
@@ -36,7 +37,7 @@ EVAL_CROP_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_AUTO_AUGMENT_POLICIES = ("imagenet",)
+AUTO_AUGMENT_POLICIES = ("imagenet",)
 
 
 class ClassificationPresetTrain:
@@ -60,10 +61,10 @@ class ClassificationPresetTrain:
         if hflip_prob > 0:
             steps.append(RandomHorizontalFlip(hflip_prob))
         if auto_augment_policy is not None:
-            if auto_augment_policy not in _AUTO_AUGMENT_POLICIES:
+            if auto_augment_policy not in AUTO_AUGMENT_POLICIES:
                 raise ValueError(
                     f"Unsupported auto_augment_policy {auto_augment_policy!r}; "
-                    f"expected None or one of {_AUTO_AUGMENT_POLICIES}"
+                    f"expected None or one of {AUTO_AUGMENT_POLICIES}"
                 )
             # The reference recipe runs AutoAugment's geometric ops with the preset's
             # interpolation, not AutoAugment's own nearest default.
