@@ -55,7 +55,10 @@ class Interrupts:
             raise KeyboardInterrupt(signal.Signals(signum).name)
 
     def release(self):
-        """Raise what was held since :meth:`install`, and raise at once from now on."""
+        """Raise what was held since :meth:`install`, and raise at once from now on. The
+        handlers are installed again: importing paddle replaces SIGTERM's with its own
+        (which prints a C++ stack and aborts)."""
+        self.install()
         self._deferring -= 1
         self._raise_pending()
 

@@ -1,0 +1,389 @@
+"""The fault matrix: every entry point against the faults users meet, one row each.
+
+A row is a command as a user types it (placeholders in braces name files of the module's
+``world``: a trained run, an export, broken and hostile files), the exit status it must end
+with, and the one line it must print: ``error: …`` for a fault, ``interrupted: …`` for a
+signal. Every row also asserts no ``Traceback``, an end within its timeout (a hang fails),
+that no file of the world changed (what earlier commands wrote is intact), that a hostile
+file ran nothing, and that the row's own output directory holds no half-written file.
+
+Adding a row is one line in ROWS. ``send`` is the signal a row receives: after a number
+of seconds, once a text appears on stdout, or, with ``tests/signal_at.py`` in front of the
+script, at a chosen point inside it.
+"""
+
+import os
+import pickle
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_SIZES, REPO_ROOT, run_script
+from paddlevision import safe_pickle
+
+FAST = " ".join(FAST_SIZES)
+CPU = "--device cpu"
+HOSTILE_GLOBAL = r"posix\.system"  # os.system, as pickle names it on Linux
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    command: str
+    status: int
+    line: str  # a regular expression the whole error/interrupted line must match
+    send: tuple = None  # (signal name, seconds or stdout text)
+    timeout: float = 120
+
+
+ROWS = [
+    # train.py: numbers, at parse time
+    Row("train -b 0", "train.py -b 0", 2, r"error: argument -b/--batch-size: must be at least 1, got 0 \(.*--help.*\)"),
+    Row("train -b -4", "train.py -b -4", 2, r"error: argument -b/--batch-size: must be at least 1, got -4 .*"),
+    Row("train -b abc", "train.py -b abc", 2, r"error: argument -b/--batch-size: invalid int value: 'abc' .*"),
+    Row("train -j -1", "train.py -j -1", 2, r"error: argument -j/--workers: must be at least 0, got -1 .*"),
+    Row("train --lr -1", "train.py --lr -1", 2, r"error: argument --lr: must be greater than 0, got -1 .*"),
+    Row("train --lr 0", "train.py --lr 0", 2, r"error: argument --lr: must be greater than 0, got 0 .*"),
+    Row("train --lr nan", "train.py --lr nan", 2, r"error: argument --lr: must be greater than 0, got nan .*"),
+    Row("train --print-freq 0", "train.py --print-freq 0", 2, r"error: argument --print-freq: must be at least 1, .*"),
+    Row("train --epochs 0", "train.py --epochs 0", 2, r"error: argument --epochs: must be at least 1, got 0 .*"),
+    Row("train --momentum -0.5", "train.py --momentum -0.5", 2, r"error: argument --momentum: must be at least 0, .*"),
+    Row("train --wd -1", "train.py --wd -1", 2, r"error: argument --wd/--weight-decay: must be at least 0, .*"),
+    Row("train --dropout 1", "train.py --dropout 1", 2, r"error: argument --dropout: must be in \[0, 1\), got 1 .*"),
+    Row("train --label-smoothing 1", "train.py --label-smoothing 1", 2, r"error: argument --label-smoothing: .*"),
+    Row("train --random-erase 1.5", "train.py --random-erase 1.5", 2, r"error: argument --random-erase: .*"),
+    Row("train --lr-step-size 0", "train.py --lr-step-size 0", 2, r"error: argument --lr-step-size: .*"),
+    Row("train --lr-gamma 0", "train.py --lr-gamma 0", 2, r"error: argument --lr-gamma: .*"),
+    Row("train --lr-warmup-decay 0", "train.py --lr-warmup-decay 0", 2, r"error: argument --lr-warmup-decay: .*"),
+    Row("train --train-crop-size 32", "train.py --train-crop-size 32", 2,
+        r"error: argument --train-crop-size: must be at least 63, got 32 .*"),
+    Row("train --val-crop-size 0", "train.py --val-crop-size 0", 2, r"error: argument --val-crop-size: .*"),
+    Row("train --val-resize-size 0", "train.py --val-resize-size 0", 2, r"error: argument --val-resize-size: .*"),
+    Row("train --num-classes 0", "train.py --num-classes 0", 2, r"error: argument --num-classes: .*"),
+    Row("train --num-classes 2", f"train.py --data-path {{data}} --num-classes 2 {CPU} --output-dir {{scratch}}/out",
+        1, r"error: --num-classes 2 is smaller than the 4 class folders in .*"),
+    Row("train --start-epoch -1", "train.py --start-epoch -1", 2, r"error: argument --start-epoch: .*"),
+    Row("train --keep-checkpoints -1", "train.py --keep-checkpoints -1", 2, r"error: argument --keep-checkpoints: .*"),
+    Row("train --seed -1", "train.py --seed -1", 2, r"error: argument --seed: must be in \[0, 2147483647\], .*"),
+    Row("train --device tpu", "train.py --device tpu", 1, r"error: .*tpu.*"),
+    Row("train --model vgg", "train.py --model vgg", 2, r"error: argument --model: invalid choice: 'vgg' .*"),
+    Row("train --auto-augment x", "train.py --auto-augment x", 2, r"error: argument --auto-augment: invalid choice.*"),
+    Row("train unknown flag", "train.py --epoks 3", 2, r"error: unrecognized arguments: --epoks 3 .*"),
+    # train.py: files and directories
+    Row("train missing --data-path", f"train.py --data-path {{scratch}}/nowhere {CPU}", 1,
+        r"error: --data-path .*nowhere: no such directory"),
+    Row("train --data-path a file", f"train.py --data-path {{a_file}} {CPU}", 1, r"error: --data-path .*: not a directory"),
+    Row("train --data-path empty", f"train.py --data-path {{empty_dir}} {CPU} --output-dir {{scratch}}/out", 1,
+        r"error: --data-path .*: expected train/ class folders or a train_list.txt, found neither"),
+    Row("train --pretrained missing", f"train.py --data-path {{data}} --pretrained {{scratch}}/none.pdparams {CPU} "
+        "--output-dir {scratch}/out", 1, r"error: weights file not found: .*none\.pdparams"),
+    Row("train --pretrained empty", f"train.py --data-path {{data}} --pretrained {{empty_weights}} {CPU} "
+        "--output-dir {scratch}/out", 1, r"error: cannot read .*empty\.pdparams: truncated .*"),
+    Row("train --pretrained truncated", f"train.py --data-path {{data}} --pretrained {{truncated_weights}} {CPU} "
+        "--output-dir {scratch}/out", 1, r"error: cannot read .*truncated\.pdparams: truncated .*"),
+    Row("train --pretrained an image", f"train.py --data-path {{data}} --pretrained {{image_weights}} {CPU} "
+        "--output-dir {scratch}/out", 1, r"error: cannot read .*image\.pdparams: not a paddle\.save file .*"),
+    Row("train --pretrained hostile", f"train.py --data-path {{data}} --pretrained {{evil_weights}} {CPU} "
+        "--output-dir {scratch}/out", 1, rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL} while loading: "
+        "refused.*"),
+    Row("train --resume missing", f"train.py --data-path {{data}} --resume {{scratch}}/none {CPU} "
+        "--output-dir {scratch}/out", 1, r"error: --resume .*none: .*not found"),
+    Row("train --resume truncated .pdopt", f"train.py --data-path {{data}} --resume {{truncated_run}} {CPU} "
+        "--output-dir {scratch}/out", 1, r"error: cannot read .*latest\.pdopt: truncated .*"),
+    Row("train --resume hostile .pdopt", f"train.py --data-path {{data}} --resume {{evil_run}} {CPU} "
+        "--output-dir {scratch}/out", 1, rf"error: .*latest\.pdopt: it asks to run {HOSTILE_GLOBAL} while loading.*"),
+    Row("train into another run's directory", f"train.py --data-path {{data}} --epochs 1 {CPU} --output-dir {{run}}", 1,
+        r"error: --output-dir .*run holds another run \(.*\): continue it with --resume .*run, or choose another "
+        r"--output-dir"),
+    Row("train --output-dir a file", f"train.py --data-path {{data}} {CPU} --output-dir {{a_file}}/out", 1,
+        r"error: --output-dir .*: cannot create it \(.*\)"),
+    Row("train corrupt train image", f"train.py --data-path {{bad_train_data}} --epochs 1 -b 8 {CPU} {FAST} "
+        "--output-dir {scratch}/out", 1,
+        r"error: cannot decode image .*bad_train_data/train/cat/broken\.jpg: .* \(--skip-bad-images skips unreadable "
+        r"images\)"),
+    Row("train corrupt val image", f"train.py --data-path {{bad_val_data}} --epochs 1 -b 8 {CPU} {FAST} "
+        "--output-dir {scratch}/out", 1,
+        r"error: cannot decode image .*bad_val_data/val/cat/broken\.jpg: .* \(--skip-bad-images skips unreadable "
+        r"images\); epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
+    # train.py --test-only
+    Row("test-only without weights", f"train.py --test-only --data-path {{data}} {CPU}", 1,
+        r"error: --test-only needs the weights to evaluate: --pretrained FILE or --resume CHECKPOINT"),
+    Row("test-only hostile weights", f"train.py --test-only --data-path {{data}} --pretrained {{evil_weights}} {CPU} "
+        "--output-dir {scratch}/out", 1, rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL}.*"),
+    Row("test-only corrupt val image", f"train.py --test-only --data-path {{bad_val_data}} --pretrained {{weights}} "
+        f"{CPU} {FAST} --output-dir {{scratch}}/out", 1, r"error: cannot decode image .*broken\.jpg: .*"),
+    Row("test-only missing --data-path", f"train.py --test-only --data-path {{scratch}}/nowhere --pretrained "
+        f"{{weights}} {CPU}", 1, r"error: --data-path .*nowhere: no such directory"),
+    # train.py interrupted: at start-up, as the loader starts, mid-step, at the epoch boundary, during a save
+    Row("train SIGINT during start-up", f"tests/signal_at.py startup SIGINT train.py --data-path {{data}} {CPU} "
+        "--output-dir {scratch}/out", 130, r"interrupted: nothing was saved"),
+    Row("train SIGINT after 1 s", f"train.py --data-path {{data}} --epochs 2 -b 8 {CPU} {FAST} --output-dir "
+        "{scratch}/out", 130, r"interrupted: (nothing was saved|no epoch finished, so no checkpoint was saved)",
+        send=("SIGINT", 1.0)),
+    Row("train SIGINT as the loader starts", f"tests/signal_at.py loader-start SIGINT train.py --data-path {{data}} "
+        f"--epochs 2 -b 8 {CPU} {FAST} --output-dir {{scratch}}/out", 130,
+        r"interrupted: no epoch finished, so no checkpoint was saved"),
+    Row("train SIGINT mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 {CPU} {FAST} "
+        "--output-dir {scratch}/out", 130, r"interrupted: no epoch finished, so no checkpoint was saved",
+        send=("SIGINT", "[Epoch 0, iter: 0]")),
+    Row("train SIGTERM mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 {CPU} {FAST} "
+        "--output-dir {scratch}/out", 143, r"interrupted: no epoch finished, so no checkpoint was saved",
+        send=("SIGTERM", "[Epoch 0, iter: 0]")),
+    Row("train SIGINT at the epoch boundary", f"tests/signal_at.py epoch-end SIGINT train.py --data-path {{data}} "
+        f"--epochs 2 -b 8 {CPU} {FAST} --output-dir {{scratch}}/out", 130,
+        r"interrupted: epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
+    Row("train SIGINT during a save", f"tests/signal_at.py save SIGINT train.py --data-path {{data}} --epochs 2 -b 8 "
+        f"{CPU} {FAST} --output-dir {{scratch}}/out", 130,
+        r"interrupted: epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
+    # tools/predict.py
+    Row("predict hostile weights", f"tools/predict.py --pretrained {{evil_weights}} {CPU}", 1,
+        rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL} while loading: refused.*"),
+    Row("predict missing weights", f"tools/predict.py --pretrained {{scratch}}/none.pdparams {CPU}", 1,
+        r"error: weights file not found: .*none\.pdparams"),
+    Row("predict truncated weights", f"tools/predict.py --pretrained {{truncated_weights}} {CPU}", 1,
+        r"error: cannot read .*truncated\.pdparams: truncated .*"),
+    Row("predict an image as weights", f"tools/predict.py --pretrained {{image_weights}} {CPU}", 1,
+        r"error: cannot read .*image\.pdparams: not a paddle\.save file .*"),
+    Row("predict missing image", f"tools/predict.py --pretrained {{weights}} --img-path {{scratch}}/none.jpg {CPU}", 1,
+        r"error: --img-path .*none\.jpg: No such file or directory"),
+    Row("predict corrupt image", f"tools/predict.py --pretrained {{weights}} --img-path {{corrupt_image}} {CPU}", 1,
+        r"error: cannot decode image .*broken\.jpg: .*"),
+    Row("predict --topk 0", f"tools/predict.py --pretrained {{weights}} --topk 0 {CPU}", 2, r"error: argument --topk: .*"),
+    Row("predict --crop-size 10", f"tools/predict.py --pretrained {{weights}} --crop-size 10", 2,
+        r"error: argument --crop-size: must be at least 63, got 10 .*"),
+    Row("predict --device tpu", f"tools/predict.py --pretrained {{weights}} --device tpu", 2,
+        r"error: argument --device: expected cpu, gpu or gpu:N, got 'tpu' .*"),
+    # tools/export_model.py
+    Row("export hostile weights", f"tools/export_model.py --pretrained {{evil_weights}} --model-dir {{scratch}}/m", 1,
+        rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL}.*"),
+    Row("export truncated weights", f"tools/export_model.py --pretrained {{truncated_weights}} --model-dir "
+        "{scratch}/m", 1, r"error: cannot read .*truncated\.pdparams: truncated .*"),
+    Row("export over a directory that is not an export", f"tools/export_model.py --pretrained {{weights}} "
+        "--model-dir {precious_dir}", 1, r"error: --model-dir .*precious.*"),
+    Row("export --crop-size 10", f"tools/export_model.py --pretrained {{weights}} --crop-size 10 --model-dir "
+        "{scratch}/m", 2, r"error: argument --crop-size/--img-size: must be at least 63, got 10 .*"),
+    # tools/quantize_model.py
+    Row("quantize missing model dir", f"tools/quantize_model.py --model-dir {{scratch}}/none --calib-data {{data}}/val "
+        "--output {scratch}/int8", 1, r"error: --model-dir.*none.*"),
+    Row("quantize truncated onnx", f"tools/quantize_model.py --model-dir {{truncated_model}} --calib-data {{data}}/val "
+        "--output {scratch}/int8", 1, r"error: .*inference\.onnx.*"),
+    Row("quantize --calib-count 0", f"tools/quantize_model.py --model-dir {{model}} --calib-data {{data}}/val "
+        "--calib-count 0 --output {scratch}/int8", 2, r"error: argument --calib-count: .*"),
+    # the batch runners
+    Row("infer missing model dir", f"deploy/py_inference/infer.py --model-dir {{scratch}}/none {CPU}", 1,
+        r"error: --model-dir.*none.*"),
+    Row("infer truncated weights", f"deploy/py_inference/infer.py --model-dir {{truncated_model}} {CPU}", 1,
+        r"error: .*inference\.pdiparams.*"),
+    Row("infer --batch-size 0", f"deploy/py_inference/infer.py --model-dir {{model}} --batch-size 0", 2,
+        r"error: argument --batch-size: .*"),
+    Row("infer no images", f"deploy/py_inference/infer.py --model-dir {{model}} --img-path {{empty_dir}} {CPU}", 1,
+        r"error: .*no image.*"),
+    Row("infer corrupt image", f"deploy/py_inference/infer.py --model-dir {{model}} --img-path {{corrupt_image}} {CPU}",
+        1, r"error: cannot decode image .*broken\.jpg: .*"),
+    Row("onnx infer missing model dir", f"deploy/onnx/infer.py --model-dir {{scratch}}/none", 1,
+        r"error: --model-dir.*none.*"),
+    Row("onnx infer truncated onnx", f"deploy/onnx/infer.py --model-dir {{truncated_model}}", 1,
+        r"error: .*inference\.onnx.*"),
+    Row("onnx infer --topk 0", f"deploy/onnx/infer.py --model-dir {{model}} --topk 0", 2, r"error: argument --topk: .*"),
+    # the service and its client
+    Row("serve missing model dir", f"deploy/py_serving/web_service.py --model-dir {{scratch}}/none --port 0", 1,
+        r"error: .*none.*"),
+    Row("client without a service", "deploy/py_serving/pipeline_http_client.py --url http://127.0.0.1:9/prediction "
+        "--wait 1", 1, r"error: .*127\.0\.0\.1:9.*"),
+    Row("client missing image", "deploy/py_serving/pipeline_http_client.py --img-path {scratch}/none.jpg --wait 1", 1,
+        r"error: .*none\.jpg.*"),
+    # tools/convert_torch_weights.py
+    Row("convert missing --src", "tools/convert_torch_weights.py --src {scratch}/none.pth --dst {scratch}/w.pdparams",
+        1, r"error: --src .*none\.pth: file not found"),
+    Row("convert hostile .pdparams", "tools/convert_torch_weights.py --src {evil_weights} --dst {scratch}/w.pth", 1,
+        rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL}.*"),
+    Row("convert truncated .pdparams", "tools/convert_torch_weights.py --src {truncated_weights} --dst "
+        "{scratch}/w.pth", 1, r"error: cannot read .*truncated\.pdparams: truncated .*"),
+    # tools/plot_metrics.py
+    Row("plot missing metrics", "tools/plot_metrics.py {scratch}/none.jsonl", 1,
+        r"error: metrics file not found: .*none\.jsonl"),
+    Row("plot empty metrics", "tools/plot_metrics.py {empty_metrics}", 1, r"error: .*empty\.jsonl: no records"),
+    Row("plot truncated metrics", "tools/plot_metrics.py {truncated_metrics} --out {scratch}/m.png", 1,
+        r"error: .*truncated\.jsonl:\d+: not a JSON record .*"),
+    Row("plot binary metrics", "tools/plot_metrics.py {image_metrics} --out {scratch}/m.png", 1,
+        r"error: .*image\.jsonl.*"),
+    Row("plot records without fields", "tools/plot_metrics.py {odd_metrics} --out {scratch}/m.png", 1,
+        r"error: .*odd\.jsonl:1: .*"),
+    # TIPC
+    Row("tipc missing config", "bash test_tipc/test_train_inference_python.sh {scratch}/none.txt lite_train_lite_infer",
+        2, r"error: .*none\.txt.*"),
+    Row("tipc unknown mode", "bash test_tipc/test_train_inference_python.sh "
+        "test_tipc/configs/AlexNet/train_infer_python.txt fast_mode", 2, r"error: .*fast_mode.*"),
+]
+
+
+class _Reduce:
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _truncated_copy(source, target, size=4096):
+    target.write_bytes(source.read_bytes()[:size])
+
+
+@pytest.fixture(scope="module")
+def world(module_tmp, lite_data, trained_run, exported_model):
+    """Files that earlier commands wrote, and files a user or a stranger might pass."""
+    w = module_tmp / "world"
+    shutil.copytree(lite_data, w / "data")
+    for split in ("train", "val"):
+        shutil.copytree(lite_data, w / f"bad_{split}_data")
+        (w / f"bad_{split}_data" / split / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    run = w / "run"  # a finished training run: hard links, no copies of 230 MB
+    run.mkdir()
+    for name in ("latest.pdparams", "latest.pdopt", "metrics.jsonl"):
+        os.link(trained_run[0] / name, run / name)
+    files = w / "files"
+    files.mkdir()
+    marker = w / "PWNED"
+    hostile = pickle.dumps(_Reduce(os.system, f"touch {marker}"), protocol=4)
+    (files / "evil.pdparams").write_bytes(hostile)
+    (files / "empty.pdparams").write_bytes(b"")
+    _truncated_copy(run / "latest.pdparams", files / "truncated.pdparams")
+    shutil.copy(REPO_ROOT / "images" / "demo.jpg", files / "image.pdparams")
+    for name, pdopt in (("evil_run", hostile), ("truncated_run", (run / "latest.pdopt").read_bytes()[:4096])):
+        (w / name).mkdir()
+        os.link(run / "latest.pdparams", w / name / "latest.pdparams")
+        (w / name / "latest.pdopt").write_bytes(pdopt)
+    (files / "a_file").write_text("not a directory\n")
+    (w / "empty_dir").mkdir()
+    (w / "precious").mkdir()
+    (w / "precious" / "notes.txt").write_text("a user's file, not an export\n")
+    (files / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (files / "empty.jsonl").write_text("")
+    (files / "truncated.jsonl").write_text('{"type": "train", "loss": 1.0, "top1": 0.5, "top5": 1.0}\n{"type": "tr')
+    shutil.copy(REPO_ROOT / "images" / "demo.jpg", files / "image.jsonl")
+    (files / "odd.jsonl").write_text('["a list, not a record"]\n')
+    shutil.copytree(exported_model, w / "model")
+    shutil.copytree(exported_model, w / "truncated_model")
+    for name in ("inference.pdiparams", "inference.onnx"):
+        _truncated_copy(exported_model / name, w / "truncated_model" / name)
+    places = {
+        "data": w / "data", "bad_train_data": w / "bad_train_data", "bad_val_data": w / "bad_val_data",
+        "run": run, "weights": run / "latest.pdparams", "evil_weights": files / "evil.pdparams",
+        "empty_weights": files / "empty.pdparams", "truncated_weights": files / "truncated.pdparams",
+        "image_weights": files / "image.pdparams", "evil_run": w / "evil_run", "truncated_run": w / "truncated_run",
+        "a_file": files / "a_file", "empty_dir": w / "empty_dir", "precious_dir": w / "precious",
+        "corrupt_image": files / "broken.jpg", "empty_metrics": files / "empty.jsonl",
+        "truncated_metrics": files / "truncated.jsonl", "image_metrics": files / "image.jsonl",
+        "odd_metrics": files / "odd.jsonl", "model": w / "model", "truncated_model": w / "truncated_model",
+    }
+    return w, marker, places
+
+
+@pytest.fixture(scope="module")
+def exported_model(trained_run, module_tmp):
+    target = module_tmp / "export"
+    run_script("tools/export_model.py", "--pretrained", trained_run[0] / "latest.pdparams", "--model-dir", target,
+               "--onnx", "--device", "cpu")
+    return target
+
+
+def snapshot(root):
+    """What a later command must leave as it is: each file's size, inode and mtime."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_row(row, places, scratch):
+    """Run ``row``'s command from the repository root; returns (status, stdout, stderr)."""
+    argv = shlex.split(row.command.format(scratch=scratch, **places))
+    command = ["bash", *argv[1:]] if argv[0] == "bash" else [sys.executable, *argv]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output = {"stdout": [], "stderr": []}
+    trigger = row.send[1] if row.send and isinstance(row.send[1], str) else None
+    seen = threading.Event()
+
+    def read(stream, lines):
+        for line in stream:
+            lines.append(line)
+            if trigger is not None and trigger in line:
+                seen.set()
+
+    readers = [threading.Thread(target=read, args=(getattr(process, name), lines), daemon=True)
+               for name, lines in output.items()]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + row.timeout
+    if row.send:
+        if trigger is not None:
+            seen.wait(row.timeout)
+        else:
+            time.sleep(row.send[1])
+        process.send_signal(getattr(signal, row.send[0]))
+    try:
+        process.wait(max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"{row.name}: no end within {row.timeout} s\nstdout:\n{''.join(output['stdout'])}\n"
+                    f"stderr:\n{''.join(output['stderr'])}")
+    for reader in readers:
+        reader.join(30)
+    return process.returncode, "".join(output["stdout"]), "".join(output["stderr"])
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_fault(row, world, tmp_path):
+    w, marker, places = world
+    before = snapshot(w)
+    status, out, err = run_row(row, places, tmp_path)
+    shown = f"\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    assert "Traceback" not in out + err, shown
+    lines = [line for line in err.splitlines() if line.startswith(("error:", "interrupted:"))]
+    assert len(lines) == 1, f"expected one error or interrupted line{shown}"
+    assert re.fullmatch(row.line, lines[0]), f"{lines[0]!r} does not match {row.line!r}{shown}"
+    assert status == row.status, shown
+    assert snapshot(w) == before, "a file that earlier commands wrote changed"
+    assert not marker.exists(), "a hostile file ran its command"
+    for path in tmp_path.rglob("*"):  # what the row wrote is whole or absent
+        assert not path.name.startswith("."), f"half-written file left: {path}"
+        if path.suffix in (".pdparams", ".pdopt"):
+            safe_pickle.load(path)
+
+
+def test_a_checkpoint_kept_after_a_failed_evaluation_resumes(world, tmp_path):
+    """A truncated val image: the epoch's checkpoint exists, and --resume from it, with the
+    image fixed, finishes the training."""
+    _, _, places = world
+    data = tmp_path / "data"
+    shutil.copytree(places["bad_val_data"], data)
+    out = tmp_path / "out"
+    first = run_script("train.py", "--data-path", data, "--epochs", "2", "-b", "8", *CPU.split(), *FAST_SIZES,
+                       "--output-dir", out, check=False, timeout=300)
+    assert first.returncode == 1 and "epoch 0 is saved in" in first.stderr
+    (data / "val" / "cat" / "broken.jpg").unlink()
+    resumed = run_script("train.py", "--data-path", data, "--epochs", "2", "-b", "8", *CPU.split(), *FAST_SIZES,
+                         "--output-dir", out, "--resume", out / "model_0", timeout=300)
+    assert "[Epoch 1," in resumed.stdout and "[Epoch 0," not in resumed.stdout
+    assert sorted(p.name for p in out.glob("model_*.pdparams")) == ["model_0.pdparams", "model_1.pdparams"]
+
+
+def test_an_interrupted_run_resumes_from_what_it_named(world, tmp_path):
+    _, _, places = world
+    out = tmp_path / "out"
+    row = Row("interrupted at the epoch boundary", f"tests/signal_at.py epoch-end SIGINT train.py --data-path "
+              f"{{data}} --epochs 2 -b 8 {CPU} {FAST} --output-dir {out}", 130, "")
+    status, _, err = run_row(row, places, tmp_path)
+    assert status == 130
+    resume = re.search(r"add --resume (\S+) to the command", err).group(1)
+    resumed = run_script("train.py", "--data-path", places["data"], "--epochs", "2", "-b", "8", *CPU.split(),
+                         *FAST_SIZES, "--output-dir", out, "--resume", resume, timeout=300)
+    assert "[Epoch 1," in resumed.stdout
