@@ -4,14 +4,21 @@
 
 writes the graph (ending in a softmax, input ``x`` of shape ``[N, 3, crop, crop]``), its
 weights, ``inference_meta.json`` (preprocessing sizes, class names) and, with ``--onnx``,
-``inference.onnx``.
+``inference.onnx``; each model is loaded back and compared with the trained one before the
+directory replaces an earlier export.
 """
 
 import argparse
+import sys
 
 from paddlevision.device import DeviceError, setup_device
-from paddlevision.export import ExportError, export_inference_model, export_onnx
-from paddlevision.model_dir import write_metadata
+from paddlevision.export import (
+    CHECK_BATCH_SIZE,
+    CHECK_TOLERANCE,
+    ExportError,
+    check_export_target,
+    export_inference_model,
+)
 from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
@@ -40,6 +47,26 @@ def main(args):
             "the runners center-crop the crop size out of the resized image"
         )
     try:
+        check_export_target(args.model_dir)
+    except ExportError as err:
+        raise SystemExit(f"error: --model-dir: {err}")
+    try:
+        result = export(args)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was written, {args.model_dir} is as it was", file=sys.stderr)
+        return 130
+    print(f"saved inference model to {result.files.model_file} and {result.files.params_file}")
+    print(f"saved metadata to {result.metadata_file}")
+    if result.onnx_file:
+        print(f"saved ONNX model to {result.onnx_file}")
+    diffs = ", ".join(f"{engine} max |diff| {diff:.1e}" for engine, diff in result.max_diffs.items())
+    print(f"checked: {diffs} from the model's probabilities on a random batch of {CHECK_BATCH_SIZE} "
+          f"(tolerance {CHECK_TOLERANCE:.0e})")
+    return 0
+
+
+def export(args):
+    try:
         setup_device(args.device)
     except DeviceError as err:
         raise SystemExit(f"error: {err}")
@@ -47,24 +74,14 @@ def main(args):
         model, meta = build_from_weights(args.pretrained, model_name=args.model, num_classes=args.num_classes)
     except WeightsError as err:
         raise SystemExit(f"error: --pretrained: {err}")
-    files = export_inference_model(model, args.model_dir, args.crop_size)
-    metadata_file = write_metadata(
-        args.model_dir,
-        model_name=args.model or meta.get("model", "alexnet"),
-        num_classes=meta["num_classes"],
-        crop_size=args.crop_size,
-        resize_size=args.resize_size,
-        class_names=meta.get("class_names"),
-    )
-    print(f"saved inference model to {files.model_file} and {files.params_file}")
-    print(f"saved metadata to {metadata_file}")
-    if args.onnx:
-        try:
-            onnx_file = export_onnx(args.model_dir)
-        except ExportError as err:
-            raise SystemExit(f"error: --onnx: {err}")
-        print(f"saved ONNX model to {onnx_file}")
+    try:
+        return export_inference_model(
+            model, args.model_dir, args.crop_size, resize_size=args.resize_size,
+            model_name=args.model or meta.get("model", "alexnet"), class_names=meta.get("class_names"), onnx=args.onnx,
+        )
+    except ExportError as err:
+        raise SystemExit(f"error: {err}")
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(main(get_args_parser().parse_args()))
