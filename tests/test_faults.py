@@ -195,8 +195,10 @@ ROWS = [
         r"error: .*inference\.onnx.*"),
     Row("onnx infer --topk 0", f"deploy/onnx/infer.py --model-dir {{model}} --topk 0", 2, r"error: argument --topk: .*"),
     # the service and its client
-    Row("serve missing model dir", f"deploy/py_serving/web_service.py --model-dir {{scratch}}/none --port 0", 1,
+    Row("serve missing model dir", "deploy/py_serving/web_service.py --model-dir {scratch}/none --port 18999", 1,
         r"error: .*none.*"),
+    Row("serve --port 0", "deploy/py_serving/web_service.py --model-dir {model} --port 0", 1,
+        r"error: --port: input should be greater than or equal to 1, got 0"),
     Row("client without a service", "deploy/py_serving/pipeline_http_client.py --url http://127.0.0.1:9/prediction "
         "--wait 1", 1, r"error: .*127\.0\.0\.1:9.*"),
     Row("client missing image", "deploy/py_serving/pipeline_http_client.py --img-path {scratch}/none.jpg --wait 1", 1,
@@ -217,7 +219,9 @@ ROWS = [
     Row("plot binary metrics", "tools/plot_metrics.py {image_metrics} --out {scratch}/m.png", 1,
         r"error: .*image\.jsonl.*"),
     Row("plot records without fields", "tools/plot_metrics.py {odd_metrics} --out {scratch}/m.png", 1,
-        r"error: .*odd\.jsonl:1: .*"),
+        r"error: .*odd\.jsonl:1: not a record of train\.py .*"),
+    Row("plot into a missing directory", "tools/plot_metrics.py {run}/metrics.jsonl --out {scratch}/none/m.png", 1,
+        r"error: --out .*none/m\.png: cannot write it \(No such file or directory\)"),
     # TIPC
     Row("tipc missing config", "bash test_tipc/test_train_inference_python.sh {scratch}/none.txt lite_train_lite_infer",
         2, r"error: .*none\.txt.*"),

@@ -12,7 +12,6 @@ pickled code. The state dict must be exactly AlexNet's (any class count); ``--nu
 additionally insists on a class count.
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from paddlevision.checkpoint import atomic_save
 from paddlevision.models import AlexNet
 from paddlevision.weights import (
+from paddlevision_cli import ArgumentParser
     META_KEY,
     TorchRequiredError,
     WeightsError,
@@ -87,7 +87,7 @@ def convert(src, dst, num_classes=None):
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="Convert AlexNet weights between .pth and .pdparams",
+    parser = ArgumentParser(description="Convert AlexNet weights between .pth and .pdparams",
                                      add_help=add_help)
     parser.add_argument("--src", required=True, help="weights to read: a torchvision .pth/.pt or a .pdparams")
     parser.add_argument("--dst", required=True, help="file to write: .pdparams (from .pth) or .pth (from .pdparams)")

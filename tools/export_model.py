@@ -8,7 +8,6 @@ weights, ``inference_meta.json`` (preprocessing sizes, class names) and, with ``
 directory replaces an earlier export.
 """
 
-import argparse
 import sys
 
 from paddlevision.device import DeviceError, setup_device
@@ -22,11 +21,11 @@ from paddlevision.export import (
 from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
-from paddlevision_cli import add_bool_argument, add_device_argument, at_least
+from paddlevision_cli import ArgumentParser, add_bool_argument, add_device_argument, at_least
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="Export AlexNet for inference", add_help=add_help)
+    parser = ArgumentParser(description="Export AlexNet for inference", add_help=add_help)
     parser.add_argument("--pretrained", required=True, help="weights: .pdparams/.pth path, http(s) URL or 'alexnet'")
     parser.add_argument("--model", default=None, choices=list_models(), help="model name (default: from the checkpoint)")
     parser.add_argument("--num-classes", default=None, type=at_least(1), help="only for checkpoints that do not record it")

@@ -14,7 +14,6 @@ Usage (from the repository root):
     python tools/make_sample_data.py
 """
 
-import argparse
 import importlib.metadata
 import importlib.util
 import io
@@ -24,6 +23,8 @@ import tarfile
 import numpy as np
 import PIL
 from PIL import Image, ImageEnhance
+
+from paddlevision_cli import ArgumentParser
 
 # class folder name -> source file in skimage/data, and its provenance as stated in the
 # docstrings of skimage/data/_fetchers.py (scikit-image 0.26).
@@ -188,7 +189,7 @@ def readme_text(files, tar_path, seed):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skimage-data-dir", default=None, help="default: skimage/data of the installed package")
     parser.add_argument("--output-dir", default=".", help="repository root to write into (default: .)")
     parser.add_argument("--seed", type=int, default=0)

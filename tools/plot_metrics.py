@@ -6,7 +6,6 @@ Evaluations of ``train.py --test-only`` (records without an epoch) are drawn as 
 the training curves, and listed on stdout with the weights they evaluated.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,11 +15,21 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 
+from paddlevision_cli import ArgumentParser
+
+
+NUMBER_FIELDS = ("loss", "top1", "top5")  # what every train and eval record of train.py has
+
+
+def is_record(record):
+    return isinstance(record, dict) and "type" in record and all(
+        isinstance(record.get(key), (int, float)) for key in NUMBER_FIELDS)
+
 
 def read_records(path):
     """``(train, epoch_evals, standalone_evals)`` records of a metrics file."""
     train, evals, standalone = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -28,6 +37,9 @@ def read_records(path):
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise SystemExit(f"error: {path}:{line_number}: not a JSON record ({err.msg})")
+            if not is_record(record):
+                raise SystemExit(f"error: {path}:{line_number}: not a record of train.py (one with a type and "
+                                 f"numbers for {', '.join(NUMBER_FIELDS)})")
             if record.get("type") == "train":
                 train.append(record)
             elif record.get("epoch") is None:
@@ -72,7 +84,7 @@ def plot(train, evals, standalone, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Plot loss and accuracy curves from metrics.jsonl")
+    parser = ArgumentParser(description="Plot loss and accuracy curves from metrics.jsonl")
     parser.add_argument("metrics", help="metrics.jsonl written by train.py into --output-dir")
     parser.add_argument("--out", default=None, help="PNG to write (default: beside the metrics file)")
     args = parser.parse_args(argv)
@@ -81,7 +93,10 @@ def main(argv=None):
         raise SystemExit(f"error: metrics file not found: {path}")
     out = Path(args.out) if args.out else path.with_suffix(".png")
     train, evals, standalone = read_records(path)
-    plot(train, evals, standalone, out)
+    try:
+        plot(train, evals, standalone, out)
+    except OSError as err:
+        raise SystemExit(f"error: --out {out}: cannot write it ({err.strerror or err})")
     for record in standalone:
         print(f"--test-only {record.get('weights', '(weights not recorded)')}: "
               f"top1 {record['top1']:.3f} top5 {record['top5']:.3f} loss {record['loss']:.4f}")

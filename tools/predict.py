@@ -5,7 +5,6 @@ prints ``class_id: N, prob: P`` (and ``class_name: …`` when the checkpoint or 
 names the class).
 """
 
-import argparse
 
 # paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision.device import DeviceError, setup_device
@@ -15,13 +14,13 @@ from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.pipeline import Preprocessor, format_prediction, topk
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
-from paddlevision_cli import add_device_argument, at_least
+from paddlevision_cli import ArgumentParser, add_device_argument, at_least
 
 import paddle
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="AlexNet prediction on one image", add_help=add_help)
+    parser = ArgumentParser(description="AlexNet prediction on one image", add_help=add_help)
     parser.add_argument("--pretrained", required=True, help="weights: .pdparams/.pth path, http(s) URL or 'alexnet'")
     parser.add_argument("--img-path", default="images/demo.jpg", help="image to classify")
     parser.add_argument("--model", default=None, choices=list_models(), help="model name (default: from the checkpoint)")

@@ -13,12 +13,13 @@ Fashion-MNIST: Zalando Research (Xiao, Rasul, Vollgraf, 2017), MIT licence
 ("Copyright 2017 Zalando SE"), packaged by Debian under the same terms.
 """
 
-import argparse
 import gzip
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from paddlevision_cli import ArgumentParser
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get update && apt-get install -y dataset-fashion-mnist"
@@ -98,7 +99,7 @@ def prepare(source, output, train_per_class, val_per_class, size, image_format="
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="Fashion-MNIST subset in the ImageFolder layout", add_help=add_help)
+    parser = ArgumentParser(description="Fashion-MNIST subset in the ImageFolder layout", add_help=add_help)
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="directory with the (gzipped) IDX files")
     parser.add_argument("--output", required=True, help="dataset root to create (train/ and val/ go inside)")
     parser.add_argument("--train-per-class", default=500, type=int, help="training images per class (max 6000)")
