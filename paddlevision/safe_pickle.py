@@ -34,7 +34,7 @@ try:
 except ImportError:
     from numpy.core import multiarray as _multiarray
 
-__all__ = ["SavedGeneratorState", "UnpicklingRefused", "UnsafePickleError", "load"]
+__all__ = ["SavedGeneratorState", "UnpicklingRefused", "UnsafePickleError", "load", "refusal"]
 
 # Paddle's own key in a saved state dict: parameter names of the saving process.
 _NAME_TABLE = "StructuredToParameterName@@"
@@ -130,6 +130,12 @@ def _plain(obj):
     return obj
 
 
+def refusal(qualified_name):
+    """The reason given for a file that names ``qualified_name``."""
+    return (f"it asks to run {qualified_name} while loading: refused, as weights and checkpoints may hold only "
+            "arrays, numbers, strings and containers")
+
+
 def load(path):
     """The object a ``paddle.save`` file holds, read with the allow-list above.
 
@@ -142,10 +148,7 @@ def load(path):
     try:
         obj = _plain(_RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load())
     except UnpicklingRefused as refused:
-        raise UnsafePickleError(
-            f"it asks to run {refused.qualified_name} while loading: refused, as weights and checkpoints may hold "
-            "only arrays, numbers, strings and containers"
-        ) from None
+        raise UnsafePickleError(refusal(refused.qualified_name)) from None
     except RecursionError:
         raise ValueError("nested too deeply to be a state dict") from None
     except Exception as err:  # whatever a malformed pickle makes the unpickler raise

@@ -38,6 +38,8 @@ KNOWN_WEIGHTS = {
 # (alexnet-owt-7be5be79.pth), as torch.hub's HASH_REGEX reads them. At least 8 digits, so
 # that a version number such as resnet-50 is not taken for one.
 _HASH_PREFIX_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
+# How torch.load(weights_only=True) names a global it refuses.
+_TORCH_REFUSED_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)")
 
 
 class WeightsError(RuntimeError):
@@ -182,7 +184,10 @@ def _read_torch_weights(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises unpickling, zip and runtime errors for a bad file
-        raise WeightsError(f"cannot read PyTorch weights from {path}: {err}") from err
+        refused = _TORCH_REFUSED_GLOBAL.search(str(err))
+        if refused:  # torch's own allow-list said no; its message suggests turning it off
+            raise UnsafeWeightsError(f"{path}: {safe_pickle.refusal(refused.group(1))}") from None
+        raise WeightsError(f"cannot read PyTorch weights from {path}: {str(err).strip().splitlines()[0]}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a torchvision reference checkpoint rather than bare weights
     if not isinstance(state, dict):

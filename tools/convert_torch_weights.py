@@ -19,7 +19,6 @@ import numpy as np
 from paddlevision.checkpoint import atomic_save
 from paddlevision.models import AlexNet
 from paddlevision.weights import (
-from paddlevision_cli import ArgumentParser
     META_KEY,
     TorchRequiredError,
     WeightsError,
@@ -29,6 +28,7 @@ from paddlevision_cli import ArgumentParser
     paddle_to_torch_state_dict,
     read_weights,
 )
+from paddlevision_cli import ArgumentParser
 
 TORCH_SUFFIXES = (".pth", ".pt")
 PADDLE_SUFFIXES = (".pdparams",)
