@@ -1,7 +1,9 @@
 """Run a repository script as ``python SCRIPT ARGS`` would, sending this process a signal at
 a chosen point inside it, for the interruption rows of tests/test_faults.py.
 
-    python tests/signal_at.py POINT SIGNAL SCRIPT [ARGS...]
+    PYTHONPATH=. python tests/signal_at.py POINT SIGNAL SCRIPT [ARGS...]
+
+(from the repository root, so that the script's own modules, such as train.py's utils, import).
 
 POINT is where the signal is sent:
 
@@ -32,7 +34,6 @@ def send_after(owner, name, when=lambda *a, **k: True):
     setattr(owner, name, wrapper)
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
 if point == "startup":
     from paddlevision.interrupts import Interrupts
 

@@ -320,7 +320,9 @@ def run_row(row, places, scratch):
     """Run ``row``'s command from the repository root; returns (status, stdout, stderr)."""
     argv = shlex.split(row.command.format(scratch=scratch, **places))
     command = ["bash", *argv[1:]] if argv[0] == "bash" else [sys.executable, *argv]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)} if argv[0] == "tests/signal_at.py" else None
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
     output = {"stdout": [], "stderr": []}
     trigger = row.send[1] if row.send and isinstance(row.send[1], str) else None
     seen = threading.Event()
