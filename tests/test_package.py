@@ -1,6 +1,7 @@
 """paddlevision as an installed package: importable from anywhere, paddle-free until a
 submodule needs paddle, and entry points that start without noise or path edits."""
 
+import os
 import re
 import subprocess
 import sys
@@ -45,3 +46,26 @@ def test_no_python_file_edits_sys_path():
     offenders = [name for name in tracked.split() if re.search(r"sys\.path\.(insert|append)|sys\.path\s*=",
                                                              (REPO_ROOT / name).read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+# The flags through which the README's commands write files or directories.
+_OUTPUT_FLAG = re.compile(r"(?:--output-dir|--output|--model-dir|--save-inference-dir|--dst|--json|--log_dir|--out)"
+                          r"[ =](\S+)")
+
+
+def test_what_the_readmes_commands_write_is_ignored_by_git():
+    """Pasting the README's commands leaves `git status` clean: every relative output path
+    of an export, quantisation, training, conversion or benchmark command is in .gitignore.
+    (A --model-dir that a command only reads is ignored as well, which costs nothing.)"""
+    written = set()
+    for readme in ("README.md", "README_cn.md", "deploy/py_inference/README.md", "deploy/py_serving/README.md"):
+        blocks = re.findall(r"```bash\n(.*?)```", (REPO_ROOT / readme).read_text(encoding="utf-8"), re.S)
+        for block in blocks:
+            written.update(os.path.normpath(path.strip("\"'")) for path in _OUTPUT_FLAG.findall(block))
+    relative = sorted(p for p in written if not p.startswith(("/", "$", "<", "~")) and p not in ("", "''", "FILE"))
+    assert relative, "no output paths found: the pattern no longer fits the README"
+    # A path may be a file or a directory (whose patterns end in '/'): either form being ignored will do.
+    candidates = [form for path in relative for form in (path, f"{path}/file")]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *candidates], cwd=REPO_ROOT, capture_output=True,
+                             text=True).stdout.split()
+    assert [p for p in relative if p not in ignored and f"{p}/file" not in ignored] == []
