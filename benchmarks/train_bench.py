@@ -89,11 +89,11 @@ def get_args_parser():
 # ------------------------------------------------------------------------ child processes
 
 
-def paddle_worker(args):
+def paddle_worker(args, channel):
     """Answer the parent's commands (one JSON object a line) for one Paddle configuration."""
     from paddlevision.device import configure_cpu_math, default_device, setup_device
     from paddlevision.models import alexnet
-    from paddlevision.onednn import accelerate, choose_conv_engine
+    from paddlevision.onednn import accelerate
 
     import paddle
 
@@ -108,7 +108,7 @@ def paddle_worker(args):
         paddle.set_device(device)
     train_args = train.get_args_parser().parse_args([] if args.device is None else ["--device", device])
     train_args.device = device
-    default_engine = choose_conv_engine(device, train_args.conv_engine).engine if args.worker == "train.py" else None
+    default_engine = train_args.conv_engine if args.worker == "train.py" else None
 
     criterion = paddle.nn.CrossEntropyLoss()
     image = paddle.randn([args.batch_size, 3, IMG_SIZE, IMG_SIZE])
@@ -175,7 +175,7 @@ def paddle_worker(args):
         paddle.set_flags({"FLAGS_use_mkldnn": "FLAGS_use_mkldnn" in mode})
         return timed(steps[mode])
 
-    serve(handle)
+    serve(handle, channel)
 
 
 SGEMM_SIZE = 2048
@@ -237,7 +237,7 @@ def run_end_to_end(data_path, args, model, optimizer, criterion, train_args):
             "steady_images_per_sec": steady_images / (end - first_batch["done"])}
 
 
-def torch_worker(args):
+def torch_worker(args, channel):
     import torch
     import torchvision
 
@@ -266,15 +266,20 @@ def torch_worker(args):
             return sgemm_rate(lambda: torch.mm(a, b), torch.get_num_threads())
         return timed(step)
 
-    serve(handle)
+    serve(handle, channel)
 
 
-def serve(handle):
-    """Answer on the original stdout; everything else the process prints (train.py's log
-    lines, Paddle's C++ messages) goes to stderr so that it cannot garble an answer."""
+def answer_channel():
+    """The original stdout, for the answers; from now on everything else the process prints
+    (train.py's log lines, Paddle's C++ messages, a compiler) goes to stderr, so that it
+    cannot garble an answer."""
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
+
+
+def serve(handle, channel):
     for line in sys.stdin:
         try:
             answer = handle(json.loads(line))
@@ -493,9 +498,9 @@ def format_tables(report):
 
 def main(args):
     if args.worker == "torch":
-        return torch_worker(args)
+        return torch_worker(args, answer_channel())
     if args.worker:
-        return paddle_worker(args)
+        return paddle_worker(args, answer_channel())
 
     workers = [Worker(kind, args) for kind in PADDLE_MODES]
     try:
