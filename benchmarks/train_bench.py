@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 from PIL import Image  # noqa: E402
 
+from paddlevision.device import cpu_vendor_and_flags  # noqa: E402
 from paddlevision.image import load_image  # noqa: E402
 from paddlevision.transforms.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain  # noqa: E402
 
@@ -46,6 +47,8 @@ NUM_CLASSES = 1000
 # Forward 0.714 G multiply-adds (1.43 GFLOP) per 224x224 image; backward twice that.
 GFLOP_PER_TRAIN_IMAGE = 4.3
 LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
+# The vector extensions that decide these figures, recorded with them ("measured on <CPU, flags>").
+REPORTED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
 
 # Modes of each child process. "installed" is Paddle with no settings of ours; "train.py"
@@ -525,7 +528,8 @@ def main(args):
     finally:
         for worker in workers:
             worker.close()
-    report.update(cpu=cpu_model(), threads=args.threads or len(os.sched_getaffinity(0)),
+    report.update(cpu=cpu_model(), cpu_flags=[flag for flag in REPORTED_CPU_FLAGS if flag in cpu_vendor_and_flags()[1]],
+                  threads=args.threads or len(os.sched_getaffinity(0)),
                   device=train_worker.info["device"], date=datetime.date.today().isoformat(), passive=args.passive,
                   load_average=os.getloadavg())
     print(format_tables(report))
