@@ -3,7 +3,7 @@ on the identical architecture and against the machine's limit (its sgemm rate, m
 in the same run), the data pipeline against torchvision's, and an epoch on real JPEGs
 through train.py's own loader against the synthetic-data step rate.
 
-    python -m benchmarks.train_bench --threads 2 --steps 7 --passive --json benchmarks/results/train_bench.json
+    python -m benchmarks.train_bench --threads 2 --steps 11 --passive --json benchmarks/results/train_bench.json
 
 A training step is forward, cross entropy, backward and SGD with momentum 0.9 and weight
 decay 1e-4 on a random batch (``--batch-size`` images of 224x224, 1000 classes).
@@ -47,9 +47,9 @@ NUM_CLASSES = 1000
 # Forward 0.714 G multiply-adds (1.43 GFLOP) per 224x224 image; backward twice that.
 GFLOP_PER_TRAIN_IMAGE = 4.3
 LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
+DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
 # The vector extensions that decide these figures, recorded with them ("measured on <CPU, flags>").
 REPORTED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
 
 # Modes of each child process. "installed" is Paddle with no settings of ours; "train.py"
 # is configured by paddlevision.device.setup_device, exactly as train.py configures itself,
@@ -528,7 +528,8 @@ def main(args):
     finally:
         for worker in workers:
             worker.close()
-    report.update(cpu=cpu_model(), cpu_flags=[flag for flag in REPORTED_CPU_FLAGS if flag in cpu_vendor_and_flags()[1]],
+    flags = cpu_vendor_and_flags()[1]
+    report.update(cpu=cpu_model(), cpu_flags=[flag for flag in REPORTED_CPU_FLAGS if flag in flags],
                   threads=args.threads or len(os.sched_getaffinity(0)),
                   device=train_worker.info["device"], date=datetime.date.today().isoformat(), passive=args.passive,
                   load_average=os.getloadavg())

@@ -18,11 +18,9 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 import pytest
 
 import train

@@ -29,8 +29,8 @@ import subprocess
 import sys
 import sysconfig
 import time
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,8 @@ class Build:
                    "extra_cxx_cflags": CXX_FLAGS, "build_directory": str(build_dir), "verbose": True,
                    "extra_ldflags": [f"-L{self.library.parent}", f"-l:{self.library.name}",
                                      f"-Wl,-rpath,{self.library.parent}"]}
-        script = "import json, sys\nfrom paddle.utils import cpp_extension\ncpp_extension.load(**json.loads(sys.argv[1]))"
+        script = ("import json, sys\nfrom paddle.utils import cpp_extension\n"
+                  "cpp_extension.load(**json.loads(sys.argv[1]))")
         log_path = build_dir / LOG
         with open(log_path, "w") as log:
             try:
