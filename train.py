@@ -475,10 +475,10 @@ def get_args_parser(add_help=True):
                         help="random erasing probability")
     parser.add_argument("--amp", action="store_true",
                         help="float16 mixed precision (GPU only: Paddle's dygraph AMP does nothing on CPU)")
-    parser.add_argument("--conv-engine", default="auto", choices=ENGINES,
-                        help="convolutions, their ReLUs and max-pools: auto is oneDNN on CPU when its operators "
-                             "compile (needs requirements-onednn.txt; first use compiles for about a minute), else "
-                             "Paddle's; onednn fails when it cannot be had")
+    parser.add_argument("--conv-engine", default="paddle", choices=ENGINES,
+                        help="convolutions on Paddle's own layers (paddle), or on oneDNN for CPU training on Linux "
+                             "x86-64 (onednn: needs requirements-onednn.txt and a C++ compiler, compiles once; "
+                             "README section 10)")
     parser.add_argument("--seed", default=None, type=number_in(int, 0, 2**31 - 1), help="seed for reproducible runs")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images instead of failing")
     parser.add_argument("--val-resize-size", default=EVAL_RESIZE_SIZE, type=at_least(1),

@@ -3,7 +3,7 @@ on the identical architecture and against the machine's limit (its sgemm rate, m
 in the same run), the data pipeline against torchvision's, and an epoch on real JPEGs
 through train.py's own loader against the synthetic-data step rate.
 
-    python -m benchmarks.train_bench --threads 2 --steps 7 --passive --json benchmarks/results/train_bench.json
+    python -m benchmarks.train_bench --threads 2 --steps 11 --passive --json benchmarks/results/train_bench.json
 
 A training step is forward, cross entropy, backward and SGD with momentum 0.9 and weight
 decay 1e-4 on a random batch (``--batch-size`` images of 224x224, 1000 classes).
@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 from PIL import Image  # noqa: E402
 
+from paddlevision.device import cpu_vendor_and_flags  # noqa: E402
 from paddlevision.image import load_image  # noqa: E402
 from paddlevision.transforms.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetTrain  # noqa: E402
 
@@ -47,6 +48,8 @@ NUM_CLASSES = 1000
 GFLOP_PER_TRAIN_IMAGE = 4.3
 LITE_DATA_TAR = REPO_ROOT / "test_images" / "lite_data.tar"
 DEMO_IMAGE = REPO_ROOT / "images" / "demo.jpg"
+# The vector extensions that decide these figures, recorded with them ("measured on <CPU, flags>").
+REPORTED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 # Modes of each child process. "installed" is Paddle with no settings of ours; "train.py"
 # is configured by paddlevision.device.setup_device, exactly as train.py configures itself,
@@ -89,11 +92,11 @@ def get_args_parser():
 # ------------------------------------------------------------------------ child processes
 
 
-def paddle_worker(args):
+def paddle_worker(args, channel):
     """Answer the parent's commands (one JSON object a line) for one Paddle configuration."""
     from paddlevision.device import configure_cpu_math, default_device, setup_device
     from paddlevision.models import alexnet
-    from paddlevision.onednn import accelerate, choose_conv_engine
+    from paddlevision.onednn import accelerate
 
     import paddle
 
@@ -108,7 +111,7 @@ def paddle_worker(args):
         paddle.set_device(device)
     train_args = train.get_args_parser().parse_args([] if args.device is None else ["--device", device])
     train_args.device = device
-    default_engine = choose_conv_engine(device, train_args.conv_engine).engine if args.worker == "train.py" else None
+    default_engine = train_args.conv_engine if args.worker == "train.py" else None
 
     criterion = paddle.nn.CrossEntropyLoss()
     image = paddle.randn([args.batch_size, 3, IMG_SIZE, IMG_SIZE])
@@ -175,7 +178,7 @@ def paddle_worker(args):
         paddle.set_flags({"FLAGS_use_mkldnn": "FLAGS_use_mkldnn" in mode})
         return timed(steps[mode])
 
-    serve(handle)
+    serve(handle, channel)
 
 
 SGEMM_SIZE = 2048
@@ -237,7 +240,7 @@ def run_end_to_end(data_path, args, model, optimizer, criterion, train_args):
             "steady_images_per_sec": steady_images / (end - first_batch["done"])}
 
 
-def torch_worker(args):
+def torch_worker(args, channel):
     import torch
     import torchvision
 
@@ -266,15 +269,20 @@ def torch_worker(args):
             return sgemm_rate(lambda: torch.mm(a, b), torch.get_num_threads())
         return timed(step)
 
-    serve(handle)
+    serve(handle, channel)
 
 
-def serve(handle):
-    """Answer on the original stdout; everything else the process prints (train.py's log
-    lines, Paddle's C++ messages) goes to stderr so that it cannot garble an answer."""
+def answer_channel():
+    """The original stdout, for the answers; from now on everything else the process prints
+    (train.py's log lines, Paddle's C++ messages, a compiler) goes to stderr, so that it
+    cannot garble an answer."""
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return channel
+
+
+def serve(handle, channel):
     for line in sys.stdin:
         try:
             answer = handle(json.loads(line))
@@ -493,9 +501,9 @@ def format_tables(report):
 
 def main(args):
     if args.worker == "torch":
-        return torch_worker(args)
+        return torch_worker(args, answer_channel())
     if args.worker:
-        return paddle_worker(args)
+        return paddle_worker(args, answer_channel())
 
     workers = [Worker(kind, args) for kind in PADDLE_MODES]
     try:
@@ -520,7 +528,9 @@ def main(args):
     finally:
         for worker in workers:
             worker.close()
-    report.update(cpu=cpu_model(), threads=args.threads or len(os.sched_getaffinity(0)),
+    flags = cpu_vendor_and_flags()[1]
+    report.update(cpu=cpu_model(), cpu_flags=[flag for flag in REPORTED_CPU_FLAGS if flag in flags],
+                  threads=args.threads or len(os.sched_getaffinity(0)),
                   device=train_worker.info["device"], date=datetime.date.today().isoformat(), passive=args.passive,
                   load_average=os.getloadavg())
     print(format_tables(report))
