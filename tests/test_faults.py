@@ -79,6 +79,8 @@ ROWS = [
     Row("train --device tpu", "train.py --device tpu", 1, r"error: .*tpu.*"),
     Row("train --model vgg", "train.py --model vgg", 2, r"error: argument --model: invalid choice: 'vgg' .*"),
     Row("train --auto-augment x", "train.py --auto-augment x", 2, r"error: argument --auto-augment: invalid choice.*"),
+    Row("train --conv-engine auto", "train.py --conv-engine auto", 2,
+        r"error: argument --conv-engine: invalid choice: 'auto' \(choose from '?paddle'?, '?onednn'?\) .*"),
     Row("train unknown flag", "train.py --epoks 3", 2, r"error: unrecognized arguments: --epoks 3 .*"),
     # train.py: files and directories
     Row("train missing --data-path", f"train.py --data-path {{scratch}}/nowhere {CPU}", 1,
