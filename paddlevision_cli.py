@@ -15,7 +15,7 @@ from paddlevision.pipeline import Preprocessor
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 
 __all__ = ["ArgumentParser", "BatchJob", "add_batch_arguments", "add_bool_argument", "add_device_argument", "at_least",
-           "number_in", "str2bool"]
+           "number_in", "run_command", "str2bool"]
 
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
@@ -45,6 +45,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (python {self.prog} --help lists the options)\n")
+
+
+def run_command(interrupts, command):
+    """Release ``interrupts`` (a :class:`paddlevision.interrupts.Interrupts` installed at
+    the top of the script) and return ``command()``'s exit status; Ctrl-C or SIGTERM end
+    it with one ``interrupted: …`` line (the notes of the KeyboardInterrupt say what is
+    kept) and status 128 + signal number."""
+    try:
+        interrupts.release()
+        return command()
+    except KeyboardInterrupt as err:
+        kept = "; ".join(getattr(err, "__notes__", ())) or "stopped before the end"
+        print(f"interrupted: {kept}", file=sys.stderr, flush=True)
+        return interrupts.exit_status if interrupts.received else 130
 
 
 def at_least(minimum):

@@ -166,7 +166,13 @@ ROWS = [
         r"error: argument --crop-size: must be at least 63, got 10 .*"),
     Row("predict --device tpu", f"tools/predict.py --pretrained {{weights}} --device tpu", 2,
         r"error: argument --device: expected cpu, gpu or gpu:N, got 'tpu' .*"),
+    Row("predict SIGINT during start-up", f"tests/signal_at.py startup SIGINT tools/predict.py --pretrained {{weights}} "
+        f"{CPU}", 130, r"interrupted: stopped before the end"),
     # tools/export_model.py
+    Row("export SIGINT during start-up", "tests/signal_at.py startup SIGINT tools/export_model.py --pretrained "
+        "{weights} --model-dir {scratch}/m", 130, r"interrupted: stopped before the end"),
+    Row("export SIGTERM after 2 s", "tools/export_model.py --pretrained {weights} --model-dir {scratch}/m --onnx",
+        143, r"interrupted: (stopped before the end|nothing was written, .*/m is as it was)", send=("SIGTERM", 2.0)),
     Row("export hostile weights", f"tools/export_model.py --pretrained {{evil_weights}} --model-dir {{scratch}}/m", 1,
         rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL}.*"),
     Row("export truncated weights", f"tools/export_model.py --pretrained {{truncated_weights}} --model-dir "

@@ -12,6 +12,12 @@ pickled code. The state dict must be exactly AlexNet's (any class count); ``--nu
 additionally insists on a class count.
 """
 
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +34,7 @@ from paddlevision.weights import (
     paddle_to_torch_state_dict,
     read_weights,
 )
-from paddlevision_cli import ArgumentParser
+from paddlevision_cli import ArgumentParser, run_command
 
 TORCH_SUFFIXES = (".pth", ".pt")
 PADDLE_SUFFIXES = (".pdparams",)
@@ -106,4 +112,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))

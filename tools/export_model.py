@@ -8,6 +8,11 @@ weights, ``inference_meta.json`` (preprocessing sizes, class names) and, with ``
 directory replaces an earlier export.
 """
 
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
 import sys
 
 from paddlevision.device import DeviceError, setup_device
@@ -21,7 +26,7 @@ from paddlevision.export import (
 from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
-from paddlevision_cli import ArgumentParser, add_bool_argument, add_device_argument, at_least
+from paddlevision_cli import ArgumentParser, add_bool_argument, add_device_argument, at_least, run_command
 
 
 def get_args_parser(add_help=True):
@@ -51,9 +56,9 @@ def main(args):
         raise SystemExit(f"error: --model-dir: {err}")
     try:
         result = export(args)
-    except KeyboardInterrupt:
-        print(f"interrupted: nothing was written, {args.model_dir} is as it was", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        err.add_note(f"nothing was written, {args.model_dir} is as it was")
+        raise
     print(f"saved inference model to {result.files.model_file} and {result.files.params_file}")
     print(f"saved metadata to {result.metadata_file}")
     if result.onnx_file:
@@ -83,4 +88,4 @@ def export(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))

@@ -6,6 +6,11 @@ Evaluations of ``train.py --test-only`` (records without an epoch) are drawn as 
 the training curves, and listed on stdout with the weights they evaluated.
 """
 
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
 import json
 import sys
 from pathlib import Path
@@ -15,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 
-from paddlevision_cli import ArgumentParser
+from paddlevision_cli import ArgumentParser, run_command
 
 
 NUMBER_FIELDS = ("loss", "top1", "top5")  # what every train and eval record of train.py has
@@ -104,4 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(INTERRUPTS, main))

@@ -5,6 +5,12 @@ prints ``class_id: N, prob: P`` (and ``class_name: …`` when the checkpoint or 
 names the class).
 """
 
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
+import sys
 
 # paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision.device import DeviceError, setup_device
@@ -14,7 +20,7 @@ from paddlevision.models import MIN_INPUT_SIZE, build_from_weights, list_models
 from paddlevision.pipeline import Preprocessor, format_prediction, topk
 from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE
 from paddlevision.weights import WeightsError
-from paddlevision_cli import ArgumentParser, add_device_argument, at_least
+from paddlevision_cli import ArgumentParser, add_device_argument, at_least, run_command
 
 import paddle
 
@@ -47,8 +53,7 @@ def main(args):
     class_ids, top_probs = topk(probs, args.topk)
     class_names = class_names_for(meta["num_classes"], meta.get("class_names"))
     print(format_prediction(class_ids, top_probs, class_names))
-    return class_ids, top_probs
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))
