@@ -18,14 +18,17 @@ from paddlevision.inference import (
     UnsupportedOptionError,
     create_predictor,
 )
-from paddlevision_cli import BatchJob, add_batch_arguments, add_bool_argument, add_device_argument
+from paddlevision_cli import BatchJob, add_batch_arguments, add_bool_argument, add_device_argument, at_least
 
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="AlexNet inference with Paddle Inference", add_help=add_help)
     add_batch_arguments(parser)
     add_device_argument(parser, use_gpu_alias=True)
-    parser.add_argument("--gpu-mem", default=8000, type=int, help="MB of GPU memory to reserve up front")
+    parser.add_argument("--gpu-mem", default=8000, type=at_least(1),
+                        help="initial GPU memory pool in MB (Config.enable_use_gpu); read only by Paddle's "
+                             "naive_best_fit allocator: under the default FLAGS_allocator_strategy=auto_growth "
+                             "memory is taken as needed and this flag reserves nothing")
     add_bool_argument(parser, "--use-tensorrt", default=False, help="run through TensorRT (GPU only)")
     parser.add_argument(
         "--precision",
