@@ -274,7 +274,9 @@ def test_device_defaults_to_gpu_when_there_is_one(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flags, message", [(["--device", "tpu"], "--device: expected cpu, gpu or gpu:N"),
                                             (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
-                                            (["--use-gpu", "maybe"], "--use-gpu: expected True or False")])
+                                            (["--use-gpu", "maybe"], "--use-gpu: expected True or False"),
+                                            # Paddle enforces memory_pool_init_size_mb > 0 (AnalysisPredictor).
+                                            (["--gpu-mem", "0"], "--gpu-mem: must be at least 1, got 0")])
 def test_bad_runner_flags_are_usage_errors(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
         runner_args(paddle_infer, tmp_path, *flags)
