@@ -11,6 +11,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from paddlevision.device import distributed_backend
+
 
 class SmoothedValue:
     """A window of recent values and a running total. Values may be paddle scalars, turned
@@ -136,12 +138,19 @@ def print_main(*args, **kwargs):
 
 
 def init_distributed_mode(args):
-    """Joins the process group under ``paddle.distributed.launch`` (NCCL on GPU, gloo on CPU)."""
+    """Joins the process group under ``paddle.distributed.launch``: gloo for ``--device cpu``,
+    else Paddle's choice (NCCL on GPU). ``args.device`` is the device ``setup_device`` set;
+    it is set again after ``init_parallel_env``, which makes the launcher's GPU the expected
+    place on a CUDA build whatever the device (see ``distributed_backend``)."""
     args.world_size = get_world_size()
     args.rank = get_rank()
     args.distributed = args.world_size > 1
     if args.distributed:
+        backend = distributed_backend(args.device, os.environ)
+        if backend is not None:
+            os.environ["PADDLE_DISTRI_BACKEND"] = backend
         dist.init_parallel_env()
+        paddle.set_device(args.device)
 
 
 def reduce_across_processes(values):

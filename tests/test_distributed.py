@@ -1,7 +1,9 @@
 """Data-parallel training and evaluation with two CPU processes (gloo), started the way
 users start them: ``python -m paddle.distributed.launch --nproc_per_node 2 train.py``."""
 
+import argparse
 import json
+import os
 import re
 import shutil
 import socket
@@ -12,8 +14,9 @@ import numpy as np
 import paddle
 import pytest
 
+import utils
 from conftest import FAST_SIZES, REPO_ROOT, run_script
-from paddlevision.device import device_for_process
+from paddlevision.device import DeviceError, device_for_process, distributed_backend
 from paddlevision.models import AlexNet
 
 SUMMARY = re.compile(r"^ \* Acc@1 \d\.\d{3} Acc@5 \d\.\d{3}$", re.M)
@@ -121,6 +124,74 @@ def test_two_process_resume_equals_uninterrupted_run(lite_data, tmp_path):
 ])
 def test_device_for_process(device, world_size, launcher_gpus, expected):
     assert device_for_process(device, world_size, launcher_gpus) == expected
+
+
+def test_single_process_launch_keeps_the_launchers_card():
+    """``launch --gpus 3 train.py --device gpu:0``: one process, FLAGS_selected_gpus=3 (the
+    collective controller sets it for a single replica too)."""
+    with pytest.raises(DeviceError, match=r"--device gpu:0: paddle.distributed.launch gave this process card 3 "):
+        device_for_process("gpu:0", 1, "3")
+    assert device_for_process("gpu:3", 1, "3") == "gpu"
+    assert device_for_process("gpu", 1, "3") == "gpu"
+
+
+def test_single_process_launch_refusal_through_train_py(lite_data):
+    """The environment the launcher gives its one process on a GPU machine; the refusal
+    comes before anything asks for the (absent) GPU."""
+    env = {"FLAGS_selected_gpus": "3", "PADDLE_TRAINER_ID": "0", "PADDLE_TRAINERS_NUM": "1",
+           "PADDLE_LOCAL_SIZE": "1", "PADDLE_GLOBAL_SIZE": "1"}
+    result = run_script("train.py", "--device", "gpu:0", "--data-path", lite_data, env=env, check=False, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --device gpu:0: paddle.distributed.launch gave this process card 3")
+
+
+# What launch/controllers/collective.py gives rank 0 of two on a machine with GPUs: a
+# card, and no PADDLE_DISTRI_BACKEND (it sets gloo only when it selected no devices).
+LAUNCHER_ENV_WITH_GPUS = {
+    "PADDLE_MASTER": "127.0.0.1:6070", "PADDLE_GLOBAL_SIZE": "2", "PADDLE_LOCAL_SIZE": "2", "PADDLE_GLOBAL_RANK": "0",
+    "PADDLE_LOCAL_RANK": "0", "PADDLE_NNODES": "1", "PADDLE_CURRENT_ENDPOINT": "127.0.0.1:6071",
+    "PADDLE_TRAINER_ID": "0", "PADDLE_TRAINERS_NUM": "2", "PADDLE_RANK_IN_NODE": "0",
+    "PADDLE_TRAINER_ENDPOINTS": "127.0.0.1:6071,127.0.0.1:6072", "FLAGS_selected_gpus": "0",
+}
+LAUNCHER_ENV_WITHOUT_GPUS = {**{k: v for k, v in LAUNCHER_ENV_WITH_GPUS.items() if k != "FLAGS_selected_gpus"},
+                             "PADDLE_DISTRI_BACKEND": "gloo"}
+
+
+@pytest.mark.parametrize(("device", "environ", "backend"), [
+    ("cpu", LAUNCHER_ENV_WITH_GPUS, "gloo"),  # Paddle's auto would pick NCCL and the launcher's GPU
+    ("cpu", LAUNCHER_ENV_WITHOUT_GPUS, "gloo"),
+    ("gpu", LAUNCHER_ENV_WITH_GPUS, None),  # Paddle's choice: NCCL
+    ("gpu:0", LAUNCHER_ENV_WITH_GPUS, None),
+])
+def test_distributed_backend_follows_the_device(device, environ, backend):
+    assert distributed_backend(device, environ) == backend
+
+
+@pytest.mark.parametrize(("device", "requested"), [("cpu", "nccl"), ("gpu", "gloo")])
+def test_distributed_backend_refuses_one_for_the_other_device(device, requested):
+    with pytest.raises(DeviceError, match=f"PADDLE_DISTRI_BACKEND={requested}"):
+        distributed_backend(device, {**LAUNCHER_ENV_WITH_GPUS, "PADDLE_DISTRI_BACKEND": requested})
+
+
+def test_cpu_processes_beside_gpus_join_over_gloo_and_stay_on_the_cpu(monkeypatch):
+    """init_parallel_env on a CUDA build sets the launcher's GPU as the expected place
+    (distributed/parallel.py: _set_expected_place(CUDAPlace(device_id))) unless the
+    backend is gloo; the device is set again after it."""
+    calls = []
+    for key, value in LAUNCHER_ENV_WITH_GPUS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PADDLE_DISTRI_BACKEND", raising=False)
+    monkeypatch.setattr(utils, "get_world_size", lambda: 2)
+    monkeypatch.setattr(utils, "get_rank", lambda: 0)
+    monkeypatch.setattr(utils.dist, "init_parallel_env",
+                        lambda: calls.append(("init_parallel_env", os.environ.get("PADDLE_DISTRI_BACKEND"))))
+    monkeypatch.setattr(utils.paddle, "set_device", lambda device: calls.append(("set_device", device)))
+    args = argparse.Namespace(device="cpu")
+    utils.init_distributed_mode(args)
+    assert calls == [("init_parallel_env", "gloo"), ("set_device", "cpu")]
+    assert args.distributed and args.world_size == 2 and args.rank == 0
 
 
 @pytest.mark.parametrize("launcher_gpus", ["2", None])
