@@ -153,6 +153,31 @@ def init_distributed_mode(args):
         paddle.set_device(args.device)
 
 
+def global_share(count):
+    """``count * world_size / (count summed over all processes)`` as a paddle scalar (the host
+    does not wait for it): the weight that turns this process's mean loss over ``count``
+    samples into its part of the mean over every process's samples, once the gradients are
+    averaged over the processes. 0 when no process has a sample."""
+    total = paddle.to_tensor(float(count), dtype="float32")
+    dist.all_reduce(total)
+    return float(count) * get_world_size() / paddle.clip(total, min=1.0)
+
+
+def zero_gradient_loss(model):
+    """A loss whose gradient is zero for every trainable parameter of ``model``: added to a
+    process's loss, it gives every parameter a gradient on every process (an empty batch or
+    an unused layer included), so that all processes all-reduce the same buckets."""
+    return paddle.add_n([param.sum() for param in model.parameters() if not param.stop_gradient]) * 0.0
+
+
+def all_reduce_gradients(model):
+    """Average the gradients of ``model`` over all processes, as DataParallel's reducer would;
+    for steps taken under ``DataParallel.no_sync()`` (Paddle's documented pattern)."""
+    from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+
+    fused_allreduce_gradients(list(model.parameters()), None)
+
+
 def reduce_across_processes(values):
     """Sum a list of float scalars (or paddle scalars) over all processes."""
     tensor = paddle.stack(

@@ -2,13 +2,17 @@
 users start them: ``python -m paddle.distributed.launch --nproc_per_node 2 train.py``."""
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -211,3 +215,124 @@ def test_launch_refuses_gpu_n(lite_data, tmp_path):
     refusals = [log for log in logs
                 if "error: --device gpu:1: under paddle.distributed.launch every process would use card 1" in log]
     assert refusals and all("Traceback" not in log for log in refusals)
+
+
+# --- --skip-bad-images under DataParallel: every rank takes every step -------------------
+
+def launch_within(tmp_path, script_args, timeout, nproc=2):
+    """``paddle.distributed.launch`` under a timeout that counts as a failure: a hang in a
+    collective is the bug these tests guard against. The launcher puts its workers in
+    their own sessions, so on timeout they are found by a marker in their environment."""
+    marker = f"{uuid.uuid4().hex}"
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
+               str(tmp_path / "launch_logs"), *map(str, script_args)]
+    launcher = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PADDLEVISION_TEST_RUN": marker},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = launcher.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in processes_with_environment(f"PADDLEVISION_TEST_RUN={marker}"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        launcher.communicate()
+        pytest.fail(f"{' '.join(command)} did not finish within {timeout} s")
+    logs = [(tmp_path / "launch_logs" / f"workerlog.{rank}").read_text() for rank in range(nproc)]
+    assert launcher.returncode == 0, "\n".join([stderr, *logs])
+    return stdout, logs
+
+
+def processes_with_environment(entry):
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found
+
+
+def corrupt(path):
+    path.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+
+
+def distributed_batches(num_samples, batch_size, nproc, epoch=0):
+    """Each rank's batches (sample indices) as train.py's DistributedBatchSampler gives them."""
+    per_rank = []
+    for rank in range(nproc):
+        sampler = paddle.io.DistributedBatchSampler(range(num_samples), batch_size=batch_size, num_replicas=nproc,
+                                                    rank=rank, shuffle=True)
+        sampler.set_epoch(epoch)
+        per_rank.append(list(sampler))
+    return per_rank
+
+
+def test_skipping_a_whole_batch_on_one_rank_does_not_hang_train_py(lite_data, tmp_path):
+    """train.py as users launch it (default workers): in the first step rank 1 can read none of
+    its images, and in the second rank 0 only one of its two."""
+    data = tmp_path / "data"
+    shutil.copytree(lite_data, data)
+    from paddlevision.datasets import ImageFolder
+
+    samples = ImageFolder(data / "train").samples
+    rank0, rank1 = distributed_batches(len(samples), 2, 2)
+    bad = [samples[i][0] for i in (*rank1[0], rank0[1][0])]
+    for path in bad:
+        corrupt(Path(path))
+    stdout, logs = launch_within(tmp_path, ["train.py", "--device", "cpu", "--data-path", data, "--epochs", "1",
+                                            "-b", "2", "--skip-bad-images", "--output-dir", tmp_path / "out",
+                                            *FAST_SIZES], timeout=600)
+    assert "[Epoch 0] training: skipped 3 unreadable images (--skip-bad-images)" in logs[0]
+    assert len(SUMMARY.findall(logs[0])) == 1
+    assert (tmp_path / "out" / "latest.pdparams").is_file()
+    assert all("Traceback" not in log for log in logs)
+
+
+LOCKSTEP_DRIVER = """
+import argparse, json, sys
+import numpy as np, paddle
+import train, utils
+from paddlevision.datasets import ImageFolder, ImageLoader
+from paddlevision.models import AlexNet
+from presets import ClassificationPresetEval
+
+root, out, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+args = argparse.Namespace(device="cpu")
+paddle.set_device("cpu")
+utils.init_distributed_mode(args)
+# plan: per step, per rank, sample indices; one process takes each step's whole global batch.
+batches = [sum(step, []) for step in plan] if args.world_size == 1 else [step[args.rank] for step in plan]
+dataset = ImageFolder(root, ClassificationPresetEval(crop_size=64, resize_size=72))
+loader = ImageLoader(dataset, batches, num_workers=0, skip_bad_images=True)
+paddle.seed(0)
+model = AlexNet(num_classes=4, dropout=0.0)
+optimizer = paddle.optimizer.Momentum(learning_rate=0.02, momentum=0.9, weight_decay=1e-4,
+                                      parameters=model.parameters())
+train.train_one_epoch(paddle.DataParallel(model) if args.distributed else model, paddle.nn.CrossEntropyLoss(),
+                      optimizer, loader, 0, 100, utils.MetricsWriter(None))
+np.savez(f"{out}/rank{args.rank}_of_{args.world_size}.npz", **{k: v.numpy() for k, v in model.state_dict().items()})
+"""
+
+
+def test_ranks_with_unreadable_batches_stay_equal_and_step_as_one_process(lite_data, tmp_path):
+    """Step 0: rank 1's whole batch is unreadable; step 1: one of rank 0's two images. Both
+    ranks end with equal weights, and with those of one process taking each step's readable
+    images as one batch (the mean loss over 2, then over 3 images)."""
+    data = tmp_path / "data"
+    shutil.copytree(lite_data / "train", data)
+    from paddlevision.datasets import ImageFolder
+
+    samples = ImageFolder(data).samples
+    plan = [[[0, 1], [4, 5]], [[2, 3], [8, 9]], [[12, 13], [6, 14]]]
+    for index in (4, 5, 3):
+        corrupt(Path(samples[index][0]))
+    driver = tmp_path / "driver.py"
+    driver.write_text(LOCKSTEP_DRIVER)
+    args = [data, tmp_path, json.dumps(plan)]
+    run_script(driver, *args, timeout=300)
+    launch_within(tmp_path, [driver, *args], timeout=300)
+    one, rank0, rank1 = (np.load(tmp_path / name) for name in ("rank0_of_1.npz", "rank0_of_2.npz", "rank1_of_2.npz"))
+    for name in one.files:
+        np.testing.assert_array_equal(rank1[name], rank0[name], err_msg=name)
+        np.testing.assert_allclose(rank0[name], one[name], rtol=0, atol=1e-5, err_msg=name)
+    paddle.seed(0)
+    initial = AlexNet(num_classes=4, dropout=0.0).state_dict()["classifier.6.weight"].numpy()
+    assert np.abs(one["classifier.6.weight"] - initial).max() > 1e-4  # the steps moved the weights
