@@ -4,8 +4,12 @@ the one setup every entry point runs (``setup_device``)."""
 import functools
 import os
 
-__all__ = ["DeviceError", "configure_cpu_math", "cpu_vendor_and_flags", "default_device", "device_for_process",
-           "distributed_backend", "gpu_available", "setup_device", "usable_cpu_count"]
+__all__ = ["VNNI_FLAGS", "DeviceError", "configure_cpu_math", "cpu_has_vnni", "cpu_vendor_and_flags", "default_device",
+           "device_for_process", "distributed_backend", "gpu_available", "setup_device", "usable_cpu_count"]
+
+# /proc/cpuinfo flags of x86 instructions that multiply uint8 by int8 into int32 without a
+# saturating int16 step: AVX-512 VNNI, AVX-VNNI and AMX.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 class DeviceError(ValueError):
@@ -36,6 +40,12 @@ def cpu_vendor_and_flags():
     except OSError:
         pass
     return vendor, flags
+
+
+def cpu_has_vnni(flags=None):
+    """Whether a CPU with these /proc/cpuinfo ``flags`` (default: this one's) has VNNI or AMX."""
+    flags = cpu_vendor_and_flags()[1] if flags is None else flags
+    return any(flag in flags for flag in VNNI_FLAGS)
 
 
 def usable_cpu_count():

@@ -387,8 +387,11 @@ def _cpu_config(config, options, precision):
 
 class Predictor:
     """``run(batch NCHW float32) -> probabilities [N, num_classes]``; ``summary`` says what
-    engaged. Threads may share one: runs are serialised, as a Paddle predictor's input and
-    output buffers belong to the instance."""
+    engaged (``warnings``, as an ``OnnxPredictor`` has, stays empty). Threads may share one:
+    runs are serialised, as a Paddle predictor's input and output buffers belong to the
+    instance."""
+
+    warnings = ()
 
     def __init__(self, paddle_predictor, summary):
         self._predictor = paddle_predictor

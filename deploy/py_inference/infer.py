@@ -2,7 +2,8 @@
 
     python deploy/py_inference/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
 prints ``image_name: ./images/demo.jpg, class_id: N, prob: P`` per image on stdout, and on
-stderr one line saying what engaged. An int8 model from tools/quantize_model.py runs on
+stderr one line saying what engaged (and a ``warning:`` line for an int8 model quantised
+for another kind of CPU). An int8 model from tools/quantize_model.py runs on
 ONNX Runtime, which that line then names. ``--img-path`` takes a file, a directory (searched
 recursively) or a glob. The exit status is 1 if any image could not be read.
 """
@@ -63,6 +64,8 @@ def main(args):
     except (ModelDirError, UnsupportedOptionError) as err:
         raise SystemExit(f"error: {err}")
     print(predictor.summary, file=sys.stderr, flush=True)
+    for warning in predictor.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return job.run(predictor.run)
 
 
