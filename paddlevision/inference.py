@@ -299,10 +299,10 @@ def _complete_entry(entry):
     missing, was cut short, or lost a file since."""
     try:
         record = json.loads((entry / "converted.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        files = [record["model_file"], record["params_file"], *record["engine_files"]]
+        return record if all(Path(path).is_file() for path in files) else None
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, or not our record
         return None
-    files = [record["model_file"], record["params_file"], *record["engine_files"]]
-    return record if all(Path(path).is_file() for path in files) else None
 
 
 def _convert_for_tensorrt(files, options, precision, model_dir, metadata):

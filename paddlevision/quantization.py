@@ -160,7 +160,8 @@ def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_s
     if method not in CALIBRATION_METHODS:
         raise QuantizationError(f"method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
     if weight_range is None:
-        weight_range, chosen = default_weight_range(), "this CPU's default"
+        weight_range = default_weight_range()
+        chosen = f"the default for this CPU, which has {'' if cpu_has_vnni() else 'no '}VNNI"
     else:
         chosen = "requested"
     if weight_range not in WEIGHT_RANGES:
@@ -247,8 +248,7 @@ def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_s
                 "format": "QDQ",
                 "weights": f"int8 ({bits} range), per output channel",
                 "weight_range": weight_range,
-                "weight_range_chosen": chosen if chosen == "requested" else
-                f"{chosen} (VNNI: {'yes' if cpu_has_vnni() else 'no'})",
+                "weight_range_chosen": chosen,
                 "activations": "uint8, per tensor",
                 "quantized_ops": list(QUANTIZED_OPS),
                 "calibration_method": method,

@@ -145,6 +145,18 @@ def test_infer_with_default_flags(exported, expected):
     assert f"{summary}{exported / 'inference.json'} (pir, fp32)" in result.stderr.splitlines()
 
 
+def test_onnx_runner_as_the_readme_prints_it(exported, expected):
+    """``python deploy/onnx/infer.py --model-dir ./alexnet_infer``: the same answer line, after
+    its own engaged line on stderr."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "`python deploy/onnx/infer.py --model-dir ./alexnet_infer`" in readme
+    result = run_script("deploy/onnx/infer.py", "--model-dir", exported)
+    assert_answers(parse_lines(result.stdout), expected)
+    [summary] = result.stderr.splitlines()
+    assert re.fullmatch(rf"ONNX Runtime \S+: CPU, a thread per core, fp32; {re.escape(str(exported))}/inference\.onnx",
+                        summary)
+
+
 def test_engaged_line_says_what_the_flags_changed(exported, capsys):
     paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", DEMO, "--use-gpu=False",
                                   "--use-mkldnn=False", "--cpu-threads=1"))

@@ -94,8 +94,8 @@ def int8_dir(fp32_dir, calibration_dir, module_tmp):
     bits = {"full": "8-bit", "reduced": "7-bit"}[default_weight_range()]
     assert lines[:2] == [
         f"calibrated on {NUM_CALIBRATION} images from {calibration_dir}",
-        f"int8 weights: int8 ({bits} range), per output channel (this CPU's default (VNNI: "
-        f"{'yes' if cpu_has_vnni() else 'no'}))",
+        f"int8 weights: int8 ({bits} range), per output channel (the default for this CPU, which has "
+        f"{'' if cpu_has_vnni() else 'no '}VNNI)",
     ]
     assert re.fullmatch(rf"checked against fp32 on {NUM_CALIBRATION} of them: mean total-variation distance "
                         r"0\.\d{4} \(at most 0\.1\)", lines[2])
