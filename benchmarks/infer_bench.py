@@ -16,7 +16,8 @@ engines alike; ``images_per_sec`` is the median over ``--repeats`` rounds, after
 
 Agreement (with ``--accuracy-model-dir``, a trained fp32 export with ``inference.onnx``):
 that model is quantised (once per weight range) on ``--calib-count`` images of
-``--calib-data`` and each runs on ``--held-data``, which calibration must not overlap; int8
+``--calib-data`` and each runs on ``--held-data``, which calibration must not overlap; the
+JSON records each one's mean total-variation distance from fp32's class probabilities, int8
 rows carry ``top1_agreement``
 (the fraction of held images whose int8 top-1 equals Paddle Inference fp32's), and, when
 the held images sit in class folders (sorted folder names are class indices, as in
@@ -187,10 +188,8 @@ def class_folder_labels(paths, root):
     return np.array([classes.index(part[0]) for part in parts])
 
 
-def top1(run, preprocessor, paths, batch_size=32):
-    return np.concatenate([
-        run(preprocessor.batch(paths[i:i + batch_size])).argmax(1) for i in range(0, len(paths), batch_size)
-    ])
+def probabilities(run, preprocessor, paths, batch_size=32):
+    return np.concatenate([run(preprocessor.batch(paths[i:i + batch_size])) for i in range(0, len(paths), batch_size)])
 
 
 def measure_agreement(args, work_dir):
@@ -202,8 +201,10 @@ def measure_agreement(args, work_dir):
     if overlap:
         raise SystemExit(f"error: --held-data and --calib-data share {len(overlap)} images; hold them apart")
     preprocessor = Preprocessor(*preprocess_sizes(model_dir, read_metadata(model_dir)))
-    fp32 = top1(create_predictor(model_dir, PredictorOptions(cpu_threads=args.cpu_threads, max_batch_size=32)).run,
-                preprocessor, held)
+    fp32_probs = probabilities(
+        create_predictor(model_dir, PredictorOptions(cpu_threads=args.cpu_threads, max_batch_size=32)).run,
+        preprocessor, held)
+    fp32 = fp32_probs.argmax(1)
     labels = class_folder_labels(held, args.held_data)
     result = {
         "model_dir": str(Path(model_dir).resolve()),
@@ -215,8 +216,14 @@ def measure_agreement(args, work_dir):
     for weight_range in args.weight_ranges:
         int8_dir = Path(work_dir) / f"accuracy_int8_{weight_range}"
         quantize(model_dir, calibration, int8_dir, weight_range=weight_range)
-        int8 = top1(create_onnx_predictor(int8_dir, cpu_threads=args.cpu_threads).run, preprocessor, held)
-        result[weight_range] = {"top1_agreement": round(float((fp32 == int8).mean()), 4)}
+        int8_probs = probabilities(create_onnx_predictor(int8_dir, cpu_threads=args.cpu_threads).run, preprocessor,
+                                   held)
+        int8 = int8_probs.argmax(1)
+        result[weight_range] = {
+            "top1_agreement": round(float((fp32 == int8).mean()), 4),
+            # half the L1 distance of the class probabilities, as tools/quantize_model.py checks it
+            "mean_total_variation": round(float(0.5 * np.abs(int8_probs - fp32_probs).sum(1).mean()), 5),
+        }
         if labels is not None:
             result[weight_range]["int8_top1_accuracy"] = round(float((int8 == labels).mean()), 4)
     return result

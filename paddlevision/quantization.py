@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paddlevision.device import VNNI_FLAGS, cpu_has_vnni
+from paddlevision.device import cpu_has_vnni
 from paddlevision.image import ImageDecodeError
 from paddlevision.model_dir import (
     METADATA_FILENAME,

@@ -298,11 +298,27 @@ def test_full_range_weights_warn_only_without_vnni(weight_range, flags, warned):
     assert (weight_range_warning(weight_range, flags) is not None) == warned
 
 
+def largest_int8_weight(model_dir):
+    """The largest |value| among the int8 weight tensors of an int8 ``inference.onnx``."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_dir / "inference.onnx"))
+    return max(int(np.abs(numpy_helper.to_array(init).astype(np.int32)).max()) for init in model.graph.initializer
+               if init.data_type == onnx.TensorProto.INT8 and len(init.dims) >= 2)
+
+
+# Per-channel symmetric int8: each channel's largest weight becomes 127, or 64 with
+# ONNX Runtime's reduce_range (get_qmin_qmax_for_qType).
+LARGEST_INT8_WEIGHT = {"full": 127, "reduced": 64}
+
+
 def test_int8_directory_records_the_weight_range_of_this_cpu(int8_dir):
     import onnx
 
     quantization = json.loads((int8_dir / "inference_meta.json").read_text())["quantization"]
     assert quantization["weight_range"] == default_weight_range()
+    assert largest_int8_weight(int8_dir) == LARGEST_INT8_WEIGHT[default_weight_range()]
     assert quantization["fp32_agreement"]["images"] == NUM_CALIBRATION
     assert quantization["fp32_agreement"]["mean_total_variation"] <= AGREEMENT_TOLERANCE
     properties = {p.key: p.value for p in onnx.load(str(int8_dir / "inference.onnx"),
@@ -324,6 +340,7 @@ def test_weight_range_for_another_cpu_is_recorded_and_runs(int8_other_range_dir,
     out, weight_range = int8_other_range_dir
     quantization = json.loads((out / "inference_meta.json").read_text())["quantization"]
     assert (quantization["weight_range"], quantization["weight_range_chosen"]) == (weight_range, "requested")
+    assert largest_int8_weight(out) == LARGEST_INT8_WEIGHT[weight_range]
     result = run_script("deploy/py_inference/infer.py", "--model-dir", out, "--img-path", Path(held[0]).parent,
                         timeout=300)
     for name, class_id, prob in parse_lines(result.stdout):
