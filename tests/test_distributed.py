@@ -231,9 +231,13 @@ def launch_within(tmp_path, script_args, timeout, nproc=2):
     try:
         stdout, stderr = launcher.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        stdout = stderr = None
+    finally:
+        # Also after a failure: a worker that aborted can leave its data loader's processes behind.
         for pid in processes_with_environment(f"PADDLEVISION_TEST_RUN={marker}"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    if stdout is None:
         launcher.communicate()
         pytest.fail(f"{' '.join(command)} did not finish within {timeout} s")
     logs = [(tmp_path / "launch_logs" / f"workerlog.{rank}").read_text() for rank in range(nproc)]
