@@ -65,29 +65,58 @@ def forward_loss(model, criterion, image, target, amp_dtype=None):
     return output, criterion(output, target)
 
 
-def optimizer_step(loss, optimizer, scaler=None):
+def optimizer_step(loss, optimizer, scaler=None, reduce_gradients=None):
+    """``reduce_gradients``, when given, is called between backward and the update."""
     # Gradients are dropped, not zero-filled (torch's zero_grad(set_to_none=True)): backward
     # then writes them instead of adding to 61 M zeros.
     optimizer.clear_grad(set_to_zero=False)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if reduce_gradients is not None:
+        reduce_gradients()
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         optimizer.step()
+
+
+def lockstep_step(model, criterion, optimizer, image, target, amp_dtype=None, scaler=None):
+    """One DataParallel step with --skip-bad-images, taken by every process even when its whole
+    batch was unreadable (``image`` None): a process that skipped it would leave the others
+    waiting in the gradient all-reduce for ever. The gradients are all-reduced after backward
+    (``no_sync``), from losses weighted so that the step follows the mean loss over the
+    readable images of all processes. ``(output, loss)``, both None for an empty batch."""
+    readable = 0 if target is None else target.shape[0]
+    share = utils.global_share(readable)
+    output = loss = None
+    with model.no_sync():
+        objective = utils.zero_gradient_loss(model)
+        if readable:
+            output, loss = forward_loss(model, criterion, image, target, amp_dtype)
+            objective = objective + loss * share
+        optimizer_step(objective, optimizer, scaler, reduce_gradients=lambda: utils.all_reduce_gradients(model))
+    return output, loss
 
 
 def train_one_epoch(model, criterion, optimizer, data_loader, epoch, print_freq, metrics, amp_dtype=None, scaler=None):
     """Loss and accuracy stay on the device, summed over the window between two log lines,
     so that the host waits for the device only when it prints."""
     model.train()
+    # Unreadable images skipped under DataParallel: every process takes every step (lockstep_step).
+    lockstep = isinstance(model, paddle.DataParallel) and getattr(data_loader, "skip_bad_images", False)
+    batches = data_loader.batches(keep_unreadable=True) if lockstep else data_loader
     window = new_window()
     end = window_start = time.time()
-    for step, (image, target) in enumerate(data_loader):
+    for step, (image, target) in enumerate(batches):
         window["reader"] += time.time() - end
-        output, loss = forward_loss(model, criterion, image, target, amp_dtype)
-        optimizer_step(loss, optimizer, scaler)
+        if lockstep:
+            output, loss = lockstep_step(model, criterion, optimizer, image, target, amp_dtype, scaler)
+        else:
+            output, loss = forward_loss(model, criterion, image, target, amp_dtype)
+            optimizer_step(loss, optimizer, scaler)
+        if output is None:  # none of this process's images could be read; it took the step with the others
+            end = time.time()
+            continue
 
         batch_size = target.shape[0]
         correct1, correct5 = utils.correct_counts(output.detach(), target, topk=(1, 5))

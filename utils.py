@@ -11,6 +11,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from paddlevision.device import distributed_backend
+
 
 class SmoothedValue:
     """A window of recent values and a running total. Values may be paddle scalars, turned
@@ -136,12 +138,44 @@ def print_main(*args, **kwargs):
 
 
 def init_distributed_mode(args):
-    """Joins the process group under ``paddle.distributed.launch`` (NCCL on GPU, gloo on CPU)."""
+    """Joins the process group under ``paddle.distributed.launch``: gloo for ``--device cpu``,
+    else Paddle's choice (NCCL on GPU). ``args.device`` is the device ``setup_device`` set;
+    it is set again after ``init_parallel_env``, which makes the launcher's GPU the expected
+    place on a CUDA build whatever the device (see ``distributed_backend``)."""
     args.world_size = get_world_size()
     args.rank = get_rank()
     args.distributed = args.world_size > 1
     if args.distributed:
+        backend = distributed_backend(args.device, os.environ)
+        if backend is not None:
+            os.environ["PADDLE_DISTRI_BACKEND"] = backend
         dist.init_parallel_env()
+        paddle.set_device(args.device)
+
+
+def global_share(count):
+    """``count * world_size / (count summed over all processes)`` as a paddle scalar (the host
+    does not wait for it): the weight that turns this process's mean loss over ``count``
+    samples into its part of the mean over every process's samples, once the gradients are
+    averaged over the processes. 0 when no process has a sample."""
+    total = paddle.to_tensor(float(count), dtype="float32")
+    dist.all_reduce(total)
+    return float(count) * get_world_size() / paddle.clip(total, min=1.0)
+
+
+def zero_gradient_loss(model):
+    """A loss whose gradient is zero for every trainable parameter of ``model``: added to a
+    process's loss, it gives every parameter a gradient on every process (an empty batch or
+    an unused layer included), so that all processes all-reduce the same buckets."""
+    return paddle.add_n([param.sum() for param in model.parameters() if not param.stop_gradient]) * 0.0
+
+
+def all_reduce_gradients(model):
+    """Average the gradients of ``model`` over all processes, as DataParallel's reducer would;
+    for steps taken under ``DataParallel.no_sync()`` (Paddle's documented pattern)."""
+    from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+
+    fused_allreduce_gradients(list(model.parameters()), None)
 
 
 def reduce_across_processes(values):

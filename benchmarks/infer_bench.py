@@ -1,6 +1,7 @@
 """CPU inference throughput of AlexNet — Paddle Inference (fp32 with and without oneDNN,
-bf16 where the CPU has it), ONNX Runtime fp32 and int8, PyTorch eager — with every engine
-timed round-robin in the same run, and the int8 model's top-1 agreement with fp32.
+bf16 where the CPU has it), ONNX Runtime fp32 and int8 (one row per int8 weight range,
+``--weight-ranges``), PyTorch eager — with every engine timed round-robin in the same run,
+and the int8 models' top-1 agreement with fp32.
 
     python -m benchmarks.infer_bench --json bench.json \\
         --accuracy-model-dir ./fm_infer --calib-data ./fmnist/train --held-data ./fmnist/val
@@ -14,8 +15,10 @@ engines alike; ``images_per_sec`` is the median over ``--repeats`` rounds, after
 ``--warmup`` untimed batches each.
 
 Agreement (with ``--accuracy-model-dir``, a trained fp32 export with ``inference.onnx``):
-that model is quantised on ``--calib-count`` images of ``--calib-data`` and both run on
-``--held-data``, which calibration must not overlap; int8 rows carry ``top1_agreement``
+that model is quantised (once per weight range) on ``--calib-count`` images of
+``--calib-data`` and each runs on ``--held-data``, which calibration must not overlap; the
+JSON records each one's mean total-variation distance from fp32's class probabilities, int8
+rows carry ``top1_agreement``
 (the fraction of held images whose int8 top-1 equals Paddle Inference fp32's), and, when
 the held images sit in class folders (sorted folder names are class indices, as in
 training), both top-1 accuracies.
@@ -41,11 +44,12 @@ import numpy as np
 
 # paddlevision before paddle: the package quiets paddle's import-time warning.
 from paddlevision.batch_predict import expand_image_paths
+from paddlevision.device import VNNI_FLAGS, cpu_vendor_and_flags
 from paddlevision.export import export_inference_model, export_onnx
 from paddlevision.inference import PredictorOptions, cpu_supports_bf16, create_predictor
 from paddlevision.model_dir import preprocess_sizes, read_metadata, write_metadata
 from paddlevision.models import alexnet
-from paddlevision.onnx_predictor import create_onnx_predictor
+from paddlevision.onnx_predictor import WEIGHT_RANGES, create_onnx_predictor
 from paddlevision.pipeline import Preprocessor
 from paddlevision.quantization import calibration_subset, quantize
 
@@ -55,6 +59,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # AlexNet's forward pass on one 224x224 image: about 0.714 G multiply-accumulates.
 ALEXNET_GFLOP_PER_IMAGE = 2 * 0.714
 IMG_SIZE = 224
+# The /proc/cpuinfo flags that decide the int8 and bf16 kernels, recorded with the results.
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", *VNNI_FLAGS, "avx512_bf16", "amx_bf16", "amx_tile")
 
 # Run in a child process so that OpenBLAS starts with exactly the requested threads.
 SGEMM_CODE = """
@@ -87,6 +93,9 @@ def get_args_parser():
                         help="calibration images (file, directory or glob; default for the speed model: images/)")
     parser.add_argument("--calib-count", default=320, type=int, help="calibration images used")
     parser.add_argument("--held-data", default=None, help="images calibration never sees, for the agreement")
+    parser.add_argument("--weight-ranges", default=list(WEIGHT_RANGES), nargs="+", choices=WEIGHT_RANGES,
+                        help="int8 weight ranges to quantise with, one int8 row each (tools/quantize_model.py "
+                             "--weight-range)")
     parser.add_argument("--json", default=None, help="write the results to this file")
     return parser
 
@@ -146,9 +155,10 @@ def torch_runner(threads):
     return run
 
 
-def engines(model_dir, int8_dir, threads, batch_size):
+def engines(model_dir, int8_dirs, threads, batch_size):
     """``{(engine, precision, mkldnn): run}`` for everything this machine can run, made for
-    ``batch_size`` as infer.py makes them."""
+    ``batch_size`` as infer.py makes them; ``int8_dirs``: ``{weight range: int8 model}``,
+    whose rows have the precision ``int8/<weight range>``."""
     runs = {}
     for mkldnn in (True, False):
         options = PredictorOptions(cpu_threads=threads, use_onednn=mkldnn, max_batch_size=batch_size)
@@ -157,7 +167,8 @@ def engines(model_dir, int8_dir, threads, batch_size):
         options = PredictorOptions(cpu_threads=threads, precision="bf16", max_batch_size=batch_size)
         runs["paddle_inference", "bf16", True] = create_predictor(model_dir, options).run
     runs["onnxruntime", "fp32", None] = create_onnx_predictor(model_dir, cpu_threads=threads).run
-    runs["onnxruntime", "int8", None] = create_onnx_predictor(int8_dir, cpu_threads=threads).run
+    for weight_range, int8_dir in int8_dirs.items():
+        runs["onnxruntime", f"int8/{weight_range}", None] = create_onnx_predictor(int8_dir, cpu_threads=threads).run
     run = torch_runner(threads)
     if run is not None:
         runs["torch", "fp32", None] = run
@@ -177,36 +188,44 @@ def class_folder_labels(paths, root):
     return np.array([classes.index(part[0]) for part in parts])
 
 
-def top1(run, preprocessor, paths, batch_size=32):
-    return np.concatenate([
-        run(preprocessor.batch(paths[i:i + batch_size])).argmax(1) for i in range(0, len(paths), batch_size)
-    ])
+def probabilities(run, preprocessor, paths, batch_size=32):
+    return np.concatenate([run(preprocessor.batch(paths[i:i + batch_size])) for i in range(0, len(paths), batch_size)])
 
 
 def measure_agreement(args, work_dir):
-    """int8 against fp32 on the held images: a dict for the int8 rows and the JSON."""
+    """int8 against fp32 on the held images, for each weight range: a dict for the JSON."""
     model_dir = args.accuracy_model_dir
     held = expand_image_paths(args.held_data)
     calibration = calibration_subset(expand_image_paths(args.calib_data), args.calib_count)
     overlap = {str(Path(p).resolve()) for p in held} & {str(Path(p).resolve()) for p in calibration}
     if overlap:
         raise SystemExit(f"error: --held-data and --calib-data share {len(overlap)} images; hold them apart")
-    int8_dir = Path(work_dir) / "accuracy_int8"
-    quantize(model_dir, calibration, int8_dir)
     preprocessor = Preprocessor(*preprocess_sizes(model_dir, read_metadata(model_dir)))
-    fp32 = top1(create_predictor(model_dir, PredictorOptions(cpu_threads=args.cpu_threads, max_batch_size=32)).run,
-                preprocessor, held)
-    int8 = top1(create_onnx_predictor(int8_dir, cpu_threads=args.cpu_threads).run, preprocessor, held)
+    fp32_probs = probabilities(
+        create_predictor(model_dir, PredictorOptions(cpu_threads=args.cpu_threads, max_batch_size=32)).run,
+        preprocessor, held)
+    fp32 = fp32_probs.argmax(1)
+    labels = class_folder_labels(held, args.held_data)
     result = {
         "model_dir": str(Path(model_dir).resolve()),
         "calibration_images": len(calibration),
         "held_images": len(held),
-        "top1_agreement": round(float((fp32 == int8).mean()), 4),
     }
-    labels = class_folder_labels(held, args.held_data)
     if labels is not None:
         result["fp32_top1_accuracy"] = round(float((fp32 == labels).mean()), 4)
-        result["int8_top1_accuracy"] = round(float((int8 == labels).mean()), 4)
+    for weight_range in args.weight_ranges:
+        int8_dir = Path(work_dir) / f"accuracy_int8_{weight_range}"
+        quantize(model_dir, calibration, int8_dir, weight_range=weight_range)
+        int8_probs = probabilities(create_onnx_predictor(int8_dir, cpu_threads=args.cpu_threads).run, preprocessor,
+                                   held)
+        int8 = int8_probs.argmax(1)
+        result[weight_range] = {
+            "top1_agreement": round(float((fp32 == int8).mean()), 4),
+            # half the L1 distance of the class probabilities, as tools/quantize_model.py checks it
+            "mean_total_variation": round(float(0.5 * np.abs(int8_probs - fp32_probs).sum(1).mean()), 5),
+        }
+        if labels is not None:
+            result[weight_range]["int8_top1_accuracy"] = round(float((int8 == labels).mean()), 4)
     return result
 
 
@@ -221,7 +240,8 @@ def format_table(results, gemm_rate):
                     if (r["engine"], r["precision"], r["batch_size"]) == ("onnxruntime", "fp32", batch_size))
 
     def config(r):
-        return r["engine"], r["precision"], r["mkldnn"]
+        precision = f"{r['precision']}/{r['weight_range']}" if "weight_range" in r else r["precision"]
+        return r["engine"], precision, r["mkldnn"]
 
     header = ["engine", "precision", "mkldnn"] + [f"bs={b} img/s" for b in batch_sizes]
     header += [f"bs={smallest} vs ORT", f"bs={largest} vs ORT", f"bs={largest} vs GEMM rate", "top-1 agreement"]
@@ -261,6 +281,8 @@ def main(args):
     print(f"measured GEMM rate: numpy sgemm {gemm:.1f} GFLOP/s on {args.cpu_threads} threads = "
           f"{gemm_rate:.1f} AlexNet images/s at {ALEXNET_GFLOP_PER_IMAGE:.2f} GFLOP per image "
           "(a reference rate, not a bound: oneDNN's convolutions exceed it)", flush=True)
+    flags = [flag for flag in KERNEL_FLAGS if flag in cpu_vendor_and_flags()[1]]
+    print(f"CPU: {cpu_model()}; flags: {', '.join(flags) or 'none of ' + ', '.join(KERNEL_FLAGS)}", flush=True)
     if not cpu_supports_bf16():
         print("paddle_inference bf16: skipped, this CPU has no native bf16", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="infer-bench-") as tmp:
@@ -273,16 +295,19 @@ def main(args):
             print(f"int8 vs fp32 on {agreement['held_images']} held images: {json.dumps(agreement)}", flush=True)
         model_dir = args.model_dir or export_random_model(Path(tmp) / "alexnet_infer")
         calibration = calibration_subset(expand_image_paths(args.calib_data or str(REPO_ROOT / "images")), 32)
-        int8_dir = Path(tmp) / "speed_int8"
-        quantize(model_dir, calibration, int8_dir)
+        int8_dirs = {}
+        for weight_range in args.weight_ranges:
+            int8_dirs[weight_range] = Path(tmp) / f"speed_int8_{weight_range}"
+            quantize(model_dir, calibration, int8_dirs[weight_range], weight_range=weight_range)
         results = []
         for batch_size in args.batch_sizes:
-            runs = engines(model_dir, int8_dir, args.cpu_threads, batch_size)
+            runs = engines(model_dir, int8_dirs, args.cpu_threads, batch_size)
             for (engine, precision, mkldnn), throughput in round_robin(runs, batch_size, args).items():
                 row = {"engine": engine, "precision": precision, "mkldnn": mkldnn,
                        "batch_size": batch_size, "images_per_sec": round(throughput, 2)}
-                if precision == "int8":
-                    row["top1_agreement"] = agreement["top1_agreement"] if agreement else None
+                if precision.startswith("int8/"):
+                    row["precision"], row["weight_range"] = precision.split("/")
+                    row["top1_agreement"] = agreement[row["weight_range"]]["top1_agreement"] if agreement else None
                 results.append(row)
                 print(f"{engine} {precision} mkldnn={mkldnn} batch {batch_size}: {throughput:.1f} images/s", flush=True)
             del runs
@@ -293,6 +318,7 @@ def main(args):
             "gemm_gflops_measured": round(gemm, 2),
             "gemm_rate_images_per_sec": round(gemm_rate, 2),
             "cpu_model": cpu_model(),
+            "cpu_flags": flags,
             "cpu_threads": args.cpu_threads,
             "rounds": args.repeats,
             "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -4,8 +4,12 @@ the one setup every entry point runs (``setup_device``)."""
 import functools
 import os
 
-__all__ = ["DeviceError", "configure_cpu_math", "cpu_vendor_and_flags", "default_device", "device_for_process",
-           "gpu_available", "setup_device", "usable_cpu_count"]
+__all__ = ["VNNI_FLAGS", "DeviceError", "configure_cpu_math", "cpu_has_vnni", "cpu_vendor_and_flags", "default_device",
+           "device_for_process", "distributed_backend", "gpu_available", "setup_device", "usable_cpu_count"]
+
+# /proc/cpuinfo flags of x86 instructions that multiply uint8 by int8 into int32 without a
+# saturating int16 step: AVX-512 VNNI, AVX-VNNI and AMX.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 class DeviceError(ValueError):
@@ -38,6 +42,12 @@ def cpu_vendor_and_flags():
     return vendor, flags
 
 
+def cpu_has_vnni(flags=None):
+    """Whether a CPU with these /proc/cpuinfo ``flags`` (default: this one's) has VNNI or AMX."""
+    flags = cpu_vendor_and_flags()[1] if flags is None else flags
+    return any(flag in flags for flag in VNNI_FLAGS)
+
+
 def usable_cpu_count():
     """Cores this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
@@ -51,19 +61,49 @@ def default_device():
 
 def device_for_process(device, world_size, launcher_gpus=None):
     """The device this process should set for ``--device``, given the number of processes
-    and the cards ``paddle.distributed.launch`` selected for it (``FLAGS_selected_gpus``).
+    and the cards ``paddle.distributed.launch`` selected for it (``FLAGS_selected_gpus``,
+    indices among the visible GPUs; set by the launcher's collective controller, also for
+    a single process).
 
     Paddle maps plain ``gpu`` to the launcher's card, but ``gpu:N`` to card N in every
-    process, which would put all ranks on one card: with several processes, ``gpu:N`` is
-    accepted only when N is this process's card.
+    process: with several processes that puts all ranks on one card, and under a launcher
+    that chose another card it trains on a card the launcher did not give. So under the
+    launcher ``gpu:N`` is accepted only when N is this process's card.
     """
-    if world_size > 1 and device.startswith("gpu:"):
-        card = device.split(":", 1)[1]
-        if launcher_gpus is None or card != launcher_gpus.split(",")[0]:
-            raise DeviceError(f"--device {device}: under paddle.distributed.launch every process would use card "
-                              f"{card}; choose the cards with the launcher's --gpus and pass --device gpu")
+    if not device.startswith("gpu:") or (world_size <= 1 and launcher_gpus is None):
+        return device
+    card = device.split(":", 1)[1]
+    given = None if launcher_gpus is None else launcher_gpus.split(",")[0]
+    if card == given:
         return "gpu"
-    return device
+    if world_size > 1:
+        raise DeviceError(f"--device {device}: under paddle.distributed.launch every process would use card "
+                          f"{card}; choose the cards with the launcher's --gpus and pass --device gpu")
+    raise DeviceError(f"--device {device}: paddle.distributed.launch gave this process card {given} "
+                      f"(FLAGS_selected_gpus, from its --gpus), not {card}; pass --device gpu, or choose the card "
+                      "with the launcher's --gpus")
+
+
+def distributed_backend(device, environ):
+    """The ``PADDLE_DISTRI_BACKEND`` to set before ``init_parallel_env`` for processes on
+    ``device``; ``None`` leaves Paddle's choice.
+
+    ``init_parallel_env`` (python/paddle/distributed/parallel.py) reads it, default
+    ``auto``: on a CUDA build that is NCCL, with ``CUDAPlace(FLAGS_selected_gpus)`` as the
+    expected place; ``gloo`` makes the processes CPU-only. The launcher sets ``gloo`` only
+    when it selected no devices (launch/controllers/collective.py), so ``--device cpu`` on
+    a machine with GPUs has to ask for it.
+    """
+    requested = environ.get("PADDLE_DISTRI_BACKEND")
+    if device == "cpu":
+        if requested not in (None, "auto", "gloo"):
+            raise DeviceError(f"--device cpu: PADDLE_DISTRI_BACKEND={requested} is a GPU backend; CPU processes "
+                              "communicate through gloo (unset the variable)")
+        return "gloo"
+    if requested == "gloo":
+        raise DeviceError(f"--device {device}: PADDLE_DISTRI_BACKEND=gloo keeps the processes on the CPU; unset the "
+                          "variable (Paddle chooses NCCL for GPUs)")
+    return None
 
 
 def setup_device(device=None):

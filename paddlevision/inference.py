@@ -7,6 +7,13 @@ actually engaged. An int8 model made by ``tools/quantize_model.py`` holds only a
 graph and runs on ONNX Runtime (:mod:`paddlevision.onnx_predictor`).
 """
 
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -52,6 +59,7 @@ __all__ = [
     "gpu_available",
     "resolve_precision",
     "select_engine",
+    "tensorrt_cache_dir",
     "tensorrt_route",
 ]
 
@@ -64,6 +72,9 @@ TENSORRT_CONVERT = "paddle.tensorrt.convert"
 ENGINE_PADDLE = "paddle_inference"
 ENGINE_ONNXRUNTIME = "onnxruntime"
 
+# Where TENSORRT_CONVERT's programs and engines are kept (see tensorrt_cache_dir).
+TENSORRT_CACHE_ENV = "PADDLEVISION_TENSORRT_CACHE"
+
 
 class UnsupportedOptionError(ValueError):
     """A combination of options this machine, this Paddle build or this model cannot run."""
@@ -72,7 +83,9 @@ class UnsupportedOptionError(ValueError):
 @dataclass(frozen=True)
 class PredictorOptions:
     use_gpu: bool = False
-    gpu_mem: int = 8000  # MB of GPU memory Paddle reserves up front
+    # Config.enable_use_gpu's memory_pool_init_size_mb: the initial pool of Paddle's
+    # naive_best_fit allocator only; the default auto_growth allocator does not read it.
+    gpu_mem: int = 8000
     gpu_id: int = 0
     use_tensorrt: bool = False
     precision: Optional[str] = None  # None: the precision the model records
@@ -208,7 +221,7 @@ def _input_shapes(options, model_dir, metadata):
     return metadata.get("input_name", INPUT_NAME), ((1, *image), largest, largest)
 
 
-def _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata):
+def _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata, optimized_dir):
     precisions = {
         "fp32": paddle_infer.PrecisionType.Float32,
         "fp16": paddle_infer.PrecisionType.Half,
@@ -225,11 +238,82 @@ def _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata):
     )
     name, (smallest, optimal, largest) = _input_shapes(options, model_dir, metadata)
     config.set_trt_dynamic_shape_info({name: list(smallest)}, {name: list(largest)}, {name: list(optimal)})
+    # The optimised program is written out so that the engines that engaged can be counted
+    # (SaveOptimizedModelPass writes <optim_cache_dir>/_optimized.pdmodel).
+    config.set_optim_cache_dir(str(optimized_dir))
+    config.enable_save_optim_model(True)
 
 
-def _convert_for_tensorrt(files, options, precision, model_dir, metadata, out_dir):
-    """The graph rewritten by ``paddle.tensorrt.convert`` into ``out_dir`` and how many
-    TensorRT engines it holds."""
+def count_subgraph_engines(optimized_dir):
+    """``tensorrt_engine`` ops in the ``_optimized.pdmodel`` Paddle Inference wrote into
+    ``optimized_dir``: the TensorRT subgraphs that engaged (``enable_tensorrt_engine`` only
+    sets a switch; its passes may find nothing to convert)."""
+    from paddle.base.proto import framework_pb2
+
+    path = Path(optimized_dir) / "_optimized.pdmodel"
+    if not path.is_file():
+        raise UnsupportedOptionError(f"--use-tensorrt: Paddle Inference wrote no optimised program to {path}, "
+                                     "so whether TensorRT engaged is unknown")
+    program = framework_pb2.ProgramDesc.FromString(path.read_bytes())
+    return sum(op.type == "tensorrt_engine" for block in program.blocks for op in block.ops)
+
+
+def tensorrt_cache_dir():
+    """Where :data:`TENSORRT_CONVERT` keeps converted programs and their engines:
+    ``$PADDLEVISION_TENSORRT_CACHE``, else ``$XDG_CACHE_HOME/paddlevision/tensorrt``
+    (``~/.cache/...``). An entry may be deleted when no predictor is using it."""
+    explicit = os.environ.get(TENSORRT_CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddlevision" / "tensorrt"
+
+
+def tensorrt_cache_key(files, settings):
+    """sha256 of the graph's and weights' bytes and of ``settings``: an engine is valid only
+    for the model, precision, shapes, GPU model and library versions it was built with."""
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _expected_gpu(gpu_id):
+    """Paddle's expected place set to card ``gpu_id`` for the conversion: its shape-collecting
+    run (``warmup_shape_infer``, an Executor on the expected place) then runs there, and the
+    TensorRT builder, which builds on the current CUDA device, after it. ``convert`` still
+    loads and saves the weights through ``CUDAPlace(0)`` (python/paddle/tensorrt/export.py)."""
+    previous = paddle.get_device()
+    paddle.set_device(f"gpu:{gpu_id}")
+    try:
+        yield
+    finally:
+        paddle.set_device(previous)
+
+
+def _complete_entry(entry):
+    """The record of a finished conversion in cache entry ``entry``, or None when the entry is
+    missing, was cut short, or lost a file since."""
+    try:
+        record = json.loads((entry / "converted.json").read_text(encoding="utf-8"))
+        files = [record["model_file"], record["params_file"], *record["engine_files"]]
+        return record if all(Path(path).is_file() for path in files) else None
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, or not our record
+        return None
+
+
+def _convert_for_tensorrt(files, options, precision, model_dir, metadata):
+    """``(converted files, engines, how)``: the graph rewritten by ``paddle.tensorrt.convert``,
+    kept in a cache entry of :func:`tensorrt_cache_dir` keyed by :func:`tensorrt_cache_key`,
+    converted now or found there (``how``).
+
+    The entry outlives the predictor: Paddle's converter writes each engine to a file under
+    ``save_model_dir`` and records only its path in the program, and the predictor reads it
+    when its first run builds the ``TensorRTEngineInstruction``.
+    """
     try:
         from paddle.tensorrt.export import Input, PrecisionMode, TensorRTConfig, convert
     except ImportError as err:
@@ -237,20 +321,57 @@ def _convert_for_tensorrt(files, options, precision, model_dir, metadata, out_di
             f"--use-tensorrt: this Paddle build has no paddle.tensorrt ({err}); install a GPU build with TensorRT"
         ) from err
     name, (smallest, optimal, largest) = _input_shapes(options, model_dir, metadata)
-    prefix = str(Path(out_dir) / MODEL_PREFIX)
-    trt_config = TensorRTConfig(
-        inputs=[Input(min_input_shape=smallest, optim_input_shape=optimal, max_input_shape=largest, name=name)],
-        precision_mode=PrecisionMode[precision.upper()],
-        save_model_dir=prefix,
-    )
-    program = convert(files.model_file, trt_config)
-    engines = sum(op.name() == "pd_op.tensorrt_engine" for op in program.global_block().ops)
-    if engines == 0:
-        raise UnsupportedOptionError(
-            f"--use-tensorrt: paddle.tensorrt.convert put no part of {files.model_file} into TensorRT; "
-            "run without --use-tensorrt"
-        )
-    return PaddleModelFiles(f"{prefix}.json", f"{prefix}.pdiparams"), engines
+    settings = {
+        "precision": precision, "input": name, "shapes": [smallest, optimal, largest],
+        "gpu": [paddle.device.cuda.get_device_name(options.gpu_id),
+                list(paddle.device.cuda.get_device_capability(options.gpu_id))],
+        "paddle": paddle.version.commit, "tensorrt": str(paddle.version.tensorrt()),
+    }
+    key = tensorrt_cache_key(files, settings)
+    root = tensorrt_cache_dir()
+    entry = root / key
+    prefix = entry / MODEL_PREFIX
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{key}.lock", "w")
+    except OSError as err:
+        raise UnsupportedOptionError(f"--use-tensorrt: cannot write the TensorRT cache {root}: "
+                                     f"{err.strerror or err} (set {TENSORRT_CACHE_ENV})") from err
+    with lock:  # another process or thread converting the same model waits, then finds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = _complete_entry(entry)
+        how = "cached"
+        if record is None:
+            how = "converted now"
+            shutil.rmtree(entry, ignore_errors=True)
+            entry.mkdir()
+            trt_config = TensorRTConfig(
+                inputs=[Input(min_input_shape=smallest, optim_input_shape=optimal, max_input_shape=largest,
+                              name=name)],
+                precision_mode=PrecisionMode[precision.upper()],
+                # A prefix: the program goes to <prefix>.json/.pdiparams, the engines into <prefix>/.
+                save_model_dir=str(prefix),
+            )
+            try:
+                # The prefix, not the file: load_inference_model appends ".json" (pir_io.py).
+                with _expected_gpu(options.gpu_id):
+                    program = convert(str(Path(files.model_file).with_suffix("")), trt_config)
+                engines = sum(op.name() == "pd_op.tensorrt_engine" for op in program.global_block().ops)
+                if engines == 0:
+                    raise UnsupportedOptionError(
+                        f"--use-tensorrt: paddle.tensorrt.convert put no part of {files.model_file} into TensorRT; "
+                        "run without --use-tensorrt"
+                    )
+            except BaseException:
+                shutil.rmtree(entry, ignore_errors=True)
+                raise
+            record = {"model_file": f"{prefix}.json", "params_file": f"{prefix}.pdiparams", "engines": engines,
+                      "engine_files": sorted(str(path) for path in prefix.glob("*.trt")), "source": files.model_file,
+                      "settings": settings}
+            staged = entry / "converted.json.tmp"
+            staged.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            os.replace(staged, entry / "converted.json")  # the entry is complete once this exists
+    return PaddleModelFiles(record["model_file"], record["params_file"]), record["engines"], f"{how} in {entry}"
 
 
 def _cpu_config(config, options, precision):
@@ -266,8 +387,11 @@ def _cpu_config(config, options, precision):
 
 class Predictor:
     """``run(batch NCHW float32) -> probabilities [N, num_classes]``; ``summary`` says what
-    engaged. Threads may share one: runs are serialised, as a Paddle predictor's input and
-    output buffers belong to the instance."""
+    engaged (``warnings``, as an ``OnnxPredictor`` has, stays empty). Threads may share one:
+    runs are serialised, as a Paddle predictor's input and output buffers belong to the
+    instance."""
+
+    warnings = ()
 
     def __init__(self, paddle_predictor, summary):
         self._predictor = paddle_predictor
@@ -323,26 +447,32 @@ def create_predictor(model_dir, options=None):
     metadata = read_metadata(model_dir)
     model_format = graph_format(files.model_file)
     route = tensorrt_route(model_format, options.use_tensorrt)
-    with tempfile.TemporaryDirectory(prefix="paddle-tensorrt-") as converted_dir:
-        run_files, engines = files, 0
-        if route == TENSORRT_CONVERT:
-            run_files, engines = _convert_for_tensorrt(files, options, precision, model_dir, metadata, converted_dir)
-        config = paddle_infer.Config(run_files.model_file, run_files.params_file)
-        config.disable_glog_info()
+    run_files, engines, kept = files, 0, ""
+    if route == TENSORRT_CONVERT:
+        run_files, engines, kept = _convert_for_tensorrt(files, options, precision, model_dir, metadata)
+    config = paddle_infer.Config(run_files.model_file, run_files.params_file)
+    config.disable_glog_info()
+    subgraphs = route == TENSORRT_SUBGRAPHS
+    with tempfile.TemporaryDirectory(prefix="paddle-optimized-") if subgraphs else contextlib.nullcontext() as optimized_dir:
         if options.use_gpu:
             config.enable_use_gpu(options.gpu_mem, options.gpu_id)
-            if route == TENSORRT_SUBGRAPHS:
-                _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata)
-                if not config.tensorrt_engine_enabled():
-                    raise UnsupportedOptionError("--use-tensorrt: Paddle Inference did not enable TensorRT")
+            if subgraphs:
+                _enable_tensorrt_subgraphs(config, options, precision, model_dir, metadata, optimized_dir)
         else:
             _cpu_config(config, options, precision)
-        # Creation reads the graph and every weight, so the converted files may go afterwards.
-        paddle_predictor = paddle_infer.create_predictor(config)
+        paddle_predictor = _load(config, run_files)
+        if subgraphs:
+            # The subgraph engines live in the predictor; the optimised program was written only to be counted.
+            engines = count_subgraph_engines(optimized_dir)
+            if engines == 0:
+                raise UnsupportedOptionError(
+                    f"--use-tensorrt: Paddle Inference put no part of {files.model_file} into TensorRT; "
+                    "run without --use-tensorrt"
+                )
     model = f"{files.model_file} ({model_format}, {precision})"
     if options.use_gpu:
-        tensorrt = "off" if route is None else f"on through {route}" + (f", {engines} engine(s)" if engines else "")
-        summary = f"Paddle Inference: GPU {config.gpu_device_id()}, TensorRT {tensorrt}; {model}"
+        tensorrt = "off" if route is None else f"on through {route}, {_count(engines, 'engine')}"
+        summary = f"Paddle Inference: GPU {config.gpu_device_id()}, TensorRT {tensorrt}{f' ({kept})' if kept else ''}; {model}"
     else:
         summary = (
             f"Paddle Inference: CPU, {_count(config.cpu_math_library_num_threads(), 'thread')}, "
@@ -350,6 +480,33 @@ def create_predictor(model_dir, options=None):
             f"{model}"
         )
     return Predictor(paddle_predictor, summary)
+
+
+def _load(config, files):
+    """``paddle_infer.create_predictor(config)``; a graph or weights file Paddle cannot read
+    (truncated, corrupt, another model's) is a ``ModelDirError`` naming it."""
+    try:
+        return paddle_infer.create_predictor(config)
+    except Exception as err:  # Paddle maps its error codes onto several builtin exception types
+        lines = str(err).strip().splitlines()
+        # The first line of Paddle's message, without the C++ source location it ends with.
+        reason = re.sub(r"\s*\(at [^()]*\)$", "", lines[0]) if lines else type(err).__name__
+        raise ModelDirError(f"cannot load {_unreadable_file(files, reason)}: {reason}") from err
+
+
+def _unreadable_file(files, reason):
+    """Which of ``files`` Paddle could not read: the graph when Paddle's message is about it or
+    a ``.json`` graph is not JSON, else the weights."""
+    graph_failed = any(word in reason.lower() for word in ("json", "model file", "program"))
+    if not graph_failed and files.model_file.endswith(".json"):
+        try:
+            with open(files.model_file, encoding="utf-8") as f:
+                json.load(f)
+        except (OSError, ValueError):
+            graph_failed = True
+    if graph_failed:
+        return f"the graph {files.model_file} (truncated or corrupt)"
+    return f"the weights {files.params_file} (truncated, corrupt or not this graph's)"
 
 
 def _on_off(flag):

@@ -5,7 +5,16 @@
 quantisation — QDQ format, int8 weights per output channel, uint8 activations per tensor,
 activation ranges calibrated on images run through the evaluation preset — and
 ``inference_meta.json`` recording ``"precision": "int8"``. The directory holds no Paddle
-graph; :func:`paddlevision.inference.select_engine` sends it to ONNX Runtime.
+graph; :func:`paddlevision.inference.select_engine` sends it to ONNX Runtime. What is
+written is reloaded and compared with the fp32 model before the directory appears
+(:func:`check_agreement`).
+
+Weight range (:func:`default_weight_range`): x86 CPUs without VNNI multiply uint8 by int8
+with ``VPMADDUBSW``, whose int16 pair sums saturate when weights use the full int8 range,
+so there weights get a 7-bit range (ONNX Runtime's ``reduce_range``); with VNNI
+(``VPDPBUSD``, or AMX) the full 8-bit range is exact and keeps one more bit. The choice is
+made for the CPU that will run the model, recorded in the model, and checked where it runs
+(``paddlevision.onnx_predictor.weight_range_warning``).
 
 Why not Paddle's own int8 route: Paddle 3.3's PIR pipeline for oneDNN (``kPirMkldnnPasses``
 in paddle/fluid/inference/api/paddle_pass_builder.cc) has no int8 pass and starts with
@@ -23,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from paddlevision.device import cpu_has_vnni
 from paddlevision.image import ImageDecodeError
 from paddlevision.model_dir import (
     METADATA_FILENAME,
@@ -33,13 +43,17 @@ from paddlevision.model_dir import (
     preprocess_sizes,
     read_metadata,
 )
-from paddlevision.onnx_predictor import ONNX_PRECISION_KEY
+from paddlevision.onnx_predictor import ONNX_PRECISION_KEY, ONNX_WEIGHT_RANGE_KEY, WEIGHT_RANGES
 from paddlevision.pipeline import Preprocessor
 
 __all__ = [
+    "AGREEMENT_TOLERANCE",
     "CALIBRATION_METHODS",
+    "WEIGHT_RANGES",
     "QuantizationError",
     "calibration_subset",
+    "check_agreement",
+    "default_weight_range",
     "quantize",
 ]
 
@@ -51,6 +65,12 @@ QUANTIZED_OPSET = 13
 # The layers with weights; the bias adds, pools and softmax stay fp32 (quantising the adds
 # rounds the logits to 8 bits and costs agreement with fp32 at no gain in speed).
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# The written model is compared with fp32 on up to this many calibration images ...
+AGREEMENT_IMAGES = 32
+# ... and refused when the mean total-variation distance between the two models' class
+# probabilities exceeds this: int8 rounding moves them by a few hundredths, a broken
+# quantisation by tenths (see check_agreement).
+AGREEMENT_TOLERANCE = 0.1
 
 
 class QuantizationError(RuntimeError):
@@ -65,6 +85,13 @@ def calibration_subset(paths, count):
     if len(paths) <= count:
         return list(paths)
     return [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+
+
+def default_weight_range(flags=None):
+    """``"full"`` on a CPU with VNNI or AMX, else ``"reduced"`` (also where the flags cannot
+    be read): the range that is exact and fast on the CPU with /proc/cpuinfo ``flags``
+    (default: this one)."""
+    return "full" if cpu_has_vnni(flags) else "reduced"
 
 
 def _import_quantization():
@@ -99,17 +126,46 @@ def _check_output_dir(model_dir, out_dir):
         raise QuantizationError(f"output {out_dir} already exists and is not empty; choose a new directory")
 
 
-def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_size=16):
+def check_agreement(fp32_onnx, int8_onnx, batch):
+    """``(mean, max)`` total-variation distance between the class probabilities of the two
+    ONNX models on ``batch``, each model reloaded by ONNX Runtime from its file (a file that
+    does not load is a :class:`QuantizationError`). The distance of two distributions is
+    half their L1 difference: 0 for equal answers, 1 for disjoint ones."""
+    import onnxruntime
+
+    outputs = []
+    for path in (fp32_onnx, int8_onnx):
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            outputs.append(session.run(None, {session.get_inputs()[0].name: batch})[0])
+        except Exception as err:  # ONNX Runtime's own exception types derive from Exception only
+            raise QuantizationError(f"ONNX Runtime cannot run {path}: {err}") from err
+    distance = 0.5 * np.abs(outputs[0] - outputs[1]).sum(axis=1)
+    return float(distance.mean()), float(distance.max())
+
+
+def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_size=16, weight_range=None):
     """Write the int8 model of the fp32 export in ``model_dir`` to the new directory
     ``out_dir`` and return the path of its ``inference.onnx``.
 
     ``calibration_images``: image paths, decoded and preprocessed as the runners do with the
     sizes ``model_dir`` records; their activation ranges set the scales. Use a few hundred
     training images, never the images that measure accuracy. ``method``: a key of
-    :data:`CALIBRATION_METHODS`. ``out_dir`` appears only once it is complete.
+    :data:`CALIBRATION_METHODS`. ``weight_range``: one of :data:`WEIGHT_RANGES`, for the CPU
+    that will run the model; ``None``: :func:`default_weight_range` of this CPU. Before
+    ``out_dir`` appears, the written model is reloaded and compared with fp32 on up to
+    :data:`AGREEMENT_IMAGES` of the calibration images: a mean total-variation distance above
+    :data:`AGREEMENT_TOLERANCE` is a :class:`QuantizationError` and nothing is left behind.
     """
     if method not in CALIBRATION_METHODS:
         raise QuantizationError(f"method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if weight_range is None:
+        weight_range = default_weight_range()
+        chosen = f"the default for this CPU, which has {'' if cpu_has_vnni() else 'no '}VNNI"
+    else:
+        chosen = "requested"
+    if weight_range not in WEIGHT_RANGES:
+        raise QuantizationError(f"weight range must be one of {', '.join(WEIGHT_RANGES)}, got {weight_range!r}")
     if batch_size < 1:
         raise QuantizationError(f"batch size must be at least 1, got {batch_size}")
     images = [str(path) for path in calibration_images]
@@ -161,36 +217,44 @@ def quantize(model_dir, calibration_images, out_dir, *, method="minmax", batch_s
                 CalibrationReader(input_name),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=True,
-                # 7-bit weights: without VNNI, x86 int8 kernels multiply uint8 by int8 with
-                # VPMADDUBSW, whose int16 pair sums saturate with full-range weights (OpenVINO's
-                # "Saturation (overflow) issue" note). On this AVX2 CPU, 8-bit weights cost
-                # several points of top-1 agreement with fp32; 7-bit ones run as fast.
-                reduce_range=True,
+                reduce_range=weight_range == "reduced",
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[method]),
                 op_types_to_quantize=list(QUANTIZED_OPS),
             )
+            int8_model = onnx.load(str(quantized))
         except Exception as err:  # the converter and onnxruntime.quantization raise many kinds
             raise QuantizationError(
                 f"ONNX Runtime could not quantise {fp32_onnx}: {type(err).__name__}: {err}") from err
-        int8_model = onnx.load(str(quantized))
-        onnx.helper.set_model_props(int8_model, {ONNX_PRECISION_KEY: "int8"})
+        onnx.helper.set_model_props(int8_model, {ONNX_PRECISION_KEY: "int8", ONNX_WEIGHT_RANGE_KEY: weight_range})
         target = staging / "model"
         target.mkdir()
         onnx.save(int8_model, str(target / ONNX_FILENAME))
         del int8_model
+        check_images = arrays[np.linspace(0, len(arrays) - 1, min(len(arrays), AGREEMENT_IMAGES)).round().astype(int)]
+        mean_distance, max_distance = check_agreement(fp32_onnx, target / ONNX_FILENAME, check_images)
+        if not mean_distance <= AGREEMENT_TOLERANCE:  # also refuses NaN
+            raise QuantizationError(
+                f"the int8 model of {fp32_onnx} disagrees with fp32 on {len(check_images)} calibration images: mean "
+                f"total-variation distance of their class probabilities {mean_distance:.3f} (largest "
+                f"{max_distance:.3f}), more than {AGREEMENT_TOLERANCE}; nothing was written")
+        bits = "8-bit" if weight_range == "full" else "7-bit"
         int8_metadata = dict(
             metadata,
             precision="int8",
             quantization={
                 "engine": "onnxruntime",
                 "format": "QDQ",
-                "weights": "int8 (7-bit range), per output channel",
+                "weights": f"int8 ({bits} range), per output channel",
+                "weight_range": weight_range,
+                "weight_range_chosen": chosen,
                 "activations": "uint8, per tensor",
                 "quantized_ops": list(QUANTIZED_OPS),
                 "calibration_method": method,
                 "calibration_images": len(images),
+                "fp32_agreement": {"images": len(check_images), "mean_total_variation": round(mean_distance, 5),
+                                   "max_total_variation": round(max_distance, 5)},
                 "source_model": str(Path(fp32_onnx).resolve()),
             },
         )

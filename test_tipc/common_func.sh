@@ -279,27 +279,46 @@ entry_device() {
     echo gpu
 }
 
+# The cards of gpu_list entry ENTRY as CUDA names them here: an entry counts the visible
+# GPUs from 0 (as Paddle's device count and entry_device do), so with an inherited
+# CUDA_VISIBLE_DEVICES=2,3 entry 0,1 is 2,3 and entry 1 is 3; without a mask, the entry
+# itself. paddle.distributed.launch reads --gpus as names within CUDA_VISIBLE_DEVICES
+# (launch/context/device.py, get_selected_devices: labels.index(card)), and a
+# single-card run narrows CUDA_VISIBLE_DEVICES to one of them.
+entry_cards() {
+    local entry=$1 index mask=${CUDA_VISIBLE_DEVICES-} mapped=()
+    local -a indices labels
+    IFS=',' read -ra indices <<< "$entry"
+    if [[ -z "$mask" || "$mask" == all ]]; then
+        printf '%s' "$entry"
+        return
+    fi
+    IFS=',' read -ra labels <<< "$mask"
+    for index in "${indices[@]}"; do
+        mapped+=("${labels[10#$index]}")
+    done
+    (IFS=','; printf '%s' "${mapped[*]}")
+}
+
 # The words that start PROCESSES processes for ENTRY on DEVICE (as entry_device gave
 # it), one per line; PROCESSES is 1 for evaluation, else the entry's card count. Fails,
 # saying why, when the processes cannot be started here: paddle.distributed.launch gives
 # each process one of the visible GPUs whenever there are any (its Device.parse_device
 # and detect_device), and indexes them by rank, so it cannot start more processes than
-# there are GPUs. CPU processes beside GPUs need PADDLE_DISTRI_BACKEND=gloo, which
-# init_parallel_env reads; the launcher sets it itself only when it sees no GPU.
+# there are GPUs. CPU processes beside GPUs then join over gloo: train.py asks for it
+# for --device cpu (paddlevision.device.distributed_backend).
 entry_launcher() {
-    local device=$1 entry=$2 num_gpus=$3 processes=$4 log_dir=${5-}
+    local device=$1 entry=$2 num_gpus=$3 processes=$4 log_dir=${5-} cards
+    cards=$(entry_cards "$entry")
     if (( processes == 1 )); then
         if [[ "$device" == "gpu" ]]; then
-            printf '%s\n' env "CUDA_VISIBLE_DEVICES=${entry%%,*}"
+            printf '%s\n' env "CUDA_VISIBLE_DEVICES=${cards%%,*}"
         fi
         printf '%s\n' "$PYTHON_BIN"
     elif [[ "$device" == "gpu" ]]; then
-        printf '%s\n' "$PYTHON_BIN" -m paddle.distributed.launch --gpus "$entry" --log_dir "$log_dir"
-    elif (( num_gpus == 0 )); then
+        printf '%s\n' "$PYTHON_BIN" -m paddle.distributed.launch --gpus "$cards" --log_dir "$log_dir"
+    elif (( num_gpus == 0 || num_gpus >= processes )); then
         printf '%s\n' "$PYTHON_BIN" -m paddle.distributed.launch --nproc_per_node "$processes" --log_dir "$log_dir"
-    elif (( num_gpus >= processes )); then
-        printf '%s\n' env PADDLE_DISTRI_BACKEND=gloo \
-            "$PYTHON_BIN" -m paddle.distributed.launch --nproc_per_node "$processes" --log_dir "$log_dir"
     else
         echo "paddle.distributed.launch would give each of its ${processes} processes one of the ${num_gpus} visible GPU(s)"
         return 1

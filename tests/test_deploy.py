@@ -4,6 +4,7 @@ ONNX) of a model whose answers differ clearly from image to image (tests/peaked_
 serves the whole module; answers are compared with the ones it was built to give."""
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -144,6 +145,18 @@ def test_infer_with_default_flags(exported, expected):
     assert f"{summary}{exported / 'inference.json'} (pir, fp32)" in result.stderr.splitlines()
 
 
+def test_onnx_runner_as_the_readme_prints_it(exported, expected):
+    """``python deploy/onnx/infer.py --model-dir ./alexnet_infer``: the same answer line, after
+    its own engaged line on stderr."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "`python deploy/onnx/infer.py --model-dir ./alexnet_infer`" in readme
+    result = run_script("deploy/onnx/infer.py", "--model-dir", exported)
+    assert_answers(parse_lines(result.stdout), expected)
+    [summary] = result.stderr.splitlines()
+    assert re.fullmatch(rf"ONNX Runtime \S+: CPU, a thread per core, fp32; {re.escape(str(exported))}/inference\.onnx",
+                        summary)
+
+
 def test_engaged_line_says_what_the_flags_changed(exported, capsys):
     paddle_infer.main(runner_args(paddle_infer, exported, "--img-path", DEMO, "--use-gpu=False",
                                   "--use-mkldnn=False", "--cpu-threads=1"))
@@ -273,7 +286,9 @@ def test_device_defaults_to_gpu_when_there_is_one(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flags, message", [(["--device", "tpu"], "--device: expected cpu, gpu or gpu:N"),
                                             (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
-                                            (["--use-gpu", "maybe"], "--use-gpu: expected True or False")])
+                                            (["--use-gpu", "maybe"], "--use-gpu: expected True or False"),
+                                            # Paddle enforces memory_pool_init_size_mb > 0 (AnalysisPredictor).
+                                            (["--gpu-mem", "0"], "--gpu-mem: must be at least 1, got 0")])
 def test_bad_runner_flags_are_usage_errors(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
         runner_args(paddle_infer, tmp_path, *flags)
@@ -388,14 +403,35 @@ class RecordingConfig:
     def __getattr__(self, name):
         def record(*args, **kwargs):
             self.calls[name] = (args, kwargs)
-            if name in ("gpu_device_id",):
-                return 0
-            return name == "tensorrt_engine_enabled" and "enable_tensorrt_engine" in self.calls
+            if name == "gpu_device_id":
+                return self.calls["enable_use_gpu"][0][1]
+            return None
 
         return record
 
 
+class FakeHandle:
+    def reshape(self, shape):
+        self.shape = shape
+
+    def copy_from_cpu(self, array):
+        self.array = array
+
+    def copy_to_cpu(self):
+        return np.full((self.array.shape[0], 4), 0.25, dtype=np.float32)
+
+
 class FakePaddlePredictor:
+    """A Paddle predictor on a GPU: the TensorRT engines of a converted program are files
+    the program names, read when its first run builds each TensorRTEngineInstruction
+    (PirInterpreter::Run -> BuildInstruction; the instruction's constructor reads
+    engine_serialized_data). A missing file fails that run, as ReadBinaryFileToString does."""
+
+    def __init__(self, engine_files=()):
+        self.engine_files = list(engine_files)
+        self.handle = FakeHandle()
+        self.runs = 0
+
     def get_input_names(self):
         return ["x"]
 
@@ -403,25 +439,71 @@ class FakePaddlePredictor:
         return ["softmax"]
 
     def get_input_handle(self, name):
-        return None
+        return self.handle
 
     get_output_handle = get_input_handle
 
+    def run(self):
+        if self.runs == 0:
+            for path in self.engine_files:
+                Path(path).read_bytes()
+        self.runs += 1
 
-def fake_gpu_build(monkeypatch, trt_engines):
-    """A GPU with paddle.tensorrt: Config records its calls, convert returns a program
-    with ``trt_engines`` TensorRT ops. Returns (configs created, convert calls)."""
+
+def optimized_program(engines):
+    """A ProgramDesc like the _optimized.pdmodel of Paddle's SaveOptimizedModelPass."""
+    from paddle.base.proto import framework_pb2
+
+    program = framework_pb2.ProgramDesc()
+    block = program.blocks.add(idx=0, parent_idx=-1)
+    for op_type in ["feed", *["tensorrt_engine"] * engines, "softmax", "fetch"]:
+        block.ops.add(type=op_type)
+    return program.SerializeToString()
+
+
+def fake_gpu_build(monkeypatch, tmp_path, trt_engines):
+    """A GPU build with paddle.tensorrt, faked where paddle meets the GPU. Config records
+    its calls; ``convert`` behaves as python/paddle/tensorrt/export.py and converter.py do:
+    it hands its ``model_path`` to Paddle's real ``load_inference_model`` (run here on the
+    CPU), writes ``trt_engines`` engine files into the directory ``save_model_dir``
+    (util.get_cache_path) and the program naming them to ``<save_model_dir>.json``; the
+    predictor of a Config reads those engines at its first run. The subgraph route's
+    predictor writes ``_optimized.pdmodel`` with ``trt_engines`` engine ops into the
+    optimisation cache directory, as SaveOptimizedModelPass does.
+    Returns (configs created, convert calls as (model_path, config, device then))."""
     configs, conversions = [], []
+    device = ["cpu"]
+    monkeypatch.setenv("PADDLEVISION_TENSORRT_CACHE", str(tmp_path / "trt-cache"))
+
+    def convert(model_path, trt_config):
+        conversions.append((model_path, trt_config, device[0]))
+        with paddle.pir_utils.IrGuard():
+            paddle.static.io.load_inference_model(model_path, paddle.static.Executor(paddle.CPUPlace()))
+        engine_dir = Path(trt_config.save_model_dir)
+        engine_dir.mkdir(parents=True, exist_ok=True)
+        engines = [str(engine_dir / f"engine_{1000 + i}_{i}.trt") for i in range(trt_engines)]
+        for path in engines:
+            Path(path).write_bytes(b"serialized engine")
+        Path(f"{engine_dir}.json").write_text(json.dumps({"engine_serialized_data": engines}))
+        Path(f"{engine_dir}.pdiparams").write_bytes(b"")
+        ops = [types.SimpleNamespace(name=lambda: "pd_op.tensorrt_engine")] * trt_engines
+        ops.append(types.SimpleNamespace(name=lambda: "pd_op.fetch"))
+        return types.SimpleNamespace(global_block=lambda: types.SimpleNamespace(ops=ops))
 
     def make_config(*files):
         configs.append(RecordingConfig(*files))
         return configs[-1]
 
-    def convert(model_file, trt_config):
-        conversions.append((model_file, trt_config))
-        ops = [types.SimpleNamespace(name=lambda: "pd_op.tensorrt_engine")] * trt_engines
-        ops.append(types.SimpleNamespace(name=lambda: "pd_op.fetch"))
-        return types.SimpleNamespace(global_block=lambda: types.SimpleNamespace(ops=ops))
+    def create_predictor(config):
+        if "enable_save_optim_model" in config.calls:
+            optim_dir = Path(config.calls["set_optim_cache_dir"][0][0])
+            (optim_dir / "_optimized.pdmodel").write_bytes(optimized_program(trt_engines))
+            return FakePaddlePredictor()
+        program = json.loads(Path(config.files[0]).read_text() or "{}")
+        return FakePaddlePredictor(program.get("engine_serialized_data", ()))
+
+    def set_device(name):
+        device[0] = name
 
     class PrecisionMode:
         FP32, FP16, INT8 = "FP32", "FP16", "INT8"
@@ -437,8 +519,12 @@ def fake_gpu_build(monkeypatch, trt_engines):
     monkeypatch.setitem(sys.modules, "paddle.tensorrt", types.ModuleType("paddle.tensorrt"))
     monkeypatch.setitem(sys.modules, "paddle.tensorrt.export", export)
     monkeypatch.setattr(inference, "gpu_available", lambda: True)
+    monkeypatch.setattr(paddle, "set_device", set_device)
+    monkeypatch.setattr(paddle, "get_device", lambda: device[0])
+    monkeypatch.setattr(paddle.device.cuda, "get_device_name", lambda card: "Fake GPU")
+    monkeypatch.setattr(paddle.device.cuda, "get_device_capability", lambda card: (8, 0))
     monkeypatch.setattr(inference.paddle_infer, "Config", make_config)
-    monkeypatch.setattr(inference.paddle_infer, "create_predictor", lambda config: FakePaddlePredictor())
+    monkeypatch.setattr(inference.paddle_infer, "create_predictor", create_predictor)
     return configs, conversions
 
 
@@ -450,34 +536,94 @@ def fake_model_dir(path, graph_name, metadata):
     return path
 
 
-def test_tensorrt_on_a_pir_model_converts_it_and_says_so(tmp_path, monkeypatch):
-    configs, conversions = fake_gpu_build(monkeypatch, trt_engines=2)
-    model = fake_model_dir(tmp_path / "m", "inference.json", {"crop_size": 224, "input_name": "x"})
-    options = PredictorOptions(use_gpu=True, use_tensorrt=True, precision="fp16", max_batch_size=8)
-    predictor = inference.create_predictor(model, options)
-    [(model_file, trt_config)] = conversions
-    assert model_file == str(model / "inference.json")
+def one_batch(predictor):
+    return predictor.run(np.zeros((1, 3, 224, 224), dtype=np.float32))
+
+
+TRT_FP16 = PredictorOptions(use_gpu=True, use_tensorrt=True, precision="fp16", max_batch_size=8)
+
+
+def test_tensorrt_on_a_pir_model_converts_it_and_says_so(exported, tmp_path, monkeypatch):
+    configs, conversions = fake_gpu_build(monkeypatch, tmp_path, trt_engines=2)
+    predictor = inference.create_predictor(exported, TRT_FP16)
+    [(model_path, trt_config, _)] = conversions
+    # The prefix: Paddle's load_inference_model (called above) appends ".json" to it.
+    assert model_path == str(exported / "inference")
     assert trt_config.precision_mode == "FP16"
     assert trt_config.inputs == [dict(min_input_shape=(1, 3, 224, 224), optim_input_shape=(8, 3, 224, 224),
                                       max_input_shape=(8, 3, 224, 224), name="x")]
     [config] = configs
     assert config.files == (trt_config.save_model_dir + ".json", trt_config.save_model_dir + ".pdiparams")
     assert "enable_use_gpu" in config.calls and "enable_tensorrt_engine" not in config.calls
+    entry = Path(trt_config.save_model_dir).parent
     assert predictor.summary == (
-        f"Paddle Inference: GPU 0, TensorRT on through paddle.tensorrt.convert, 2 engine(s); "
-        f"{model / 'inference.json'} (pir, fp16)"
+        f"Paddle Inference: GPU 0, TensorRT on through paddle.tensorrt.convert, 2 engines (converted now in {entry}); "
+        f"{exported / 'inference.json'} (pir, fp16)"
     )
 
 
-def test_tensorrt_that_converts_nothing_is_an_error_not_plain_gpu(tmp_path, monkeypatch):
-    fake_gpu_build(monkeypatch, trt_engines=0)
-    model = fake_model_dir(tmp_path / "m", "inference.json", {})
+def test_tensorrt_engines_outlive_the_conversion_until_the_first_run(exported, tmp_path, monkeypatch):
+    """The program records its engines as paths and the predictor reads them at its first
+    run: conversion output removed once the predictor exists would fail here."""
+    fake_gpu_build(monkeypatch, tmp_path, trt_engines=2)
+    predictor = inference.create_predictor(exported, TRT_FP16)
+    assert one_batch(predictor).shape == (1, 4)
+
+
+def test_tensorrt_conversion_is_cached_for_the_next_start(exported, tmp_path, monkeypatch):
+    _, conversions = fake_gpu_build(monkeypatch, tmp_path, trt_engines=1)
+    first = inference.create_predictor(exported, TRT_FP16)
+    again = inference.create_predictor(exported, TRT_FP16)
+    assert len(conversions) == 1
+    assert "1 engine (cached in " in again.summary
+    assert one_batch(again).shape == (1, 4) and one_batch(first).shape == (1, 4)
+    inference.create_predictor(exported, dataclasses.replace(TRT_FP16, precision="fp32"))
+    inference.create_predictor(exported, dataclasses.replace(TRT_FP16, max_batch_size=4))
+    assert len(conversions) == 3  # other engines for another precision or batch range
+
+
+def test_tensorrt_cache_entry_that_lost_an_engine_is_converted_again(exported, tmp_path, monkeypatch):
+    _, conversions = fake_gpu_build(monkeypatch, tmp_path, trt_engines=2)
+    inference.create_predictor(exported, TRT_FP16)
+    [engine, _] = sorted(Path(conversions[0][1].save_model_dir).glob("*.trt"))
+    engine.unlink()
+    predictor = inference.create_predictor(exported, TRT_FP16)
+    assert len(conversions) == 2 and "converted now" in predictor.summary
+    assert one_batch(predictor).shape == (1, 4)
+
+
+def test_tensorrt_cache_key_is_the_content_and_the_settings(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for directory in ("a", "b"):
+        (tmp_path / directory / "inference.json").write_text("graph")
+        (tmp_path / directory / "inference.pdiparams").write_bytes(b"weights")
+    files = lambda d: [tmp_path / d / "inference.json", tmp_path / d / "inference.pdiparams"]
+    key = inference.tensorrt_cache_key(files("a"), {"precision": "fp16"})
+    assert inference.tensorrt_cache_key(files("b"), {"precision": "fp16"}) == key  # a copy elsewhere
+    assert inference.tensorrt_cache_key(files("a"), {"precision": "fp32"}) != key
+    (tmp_path / "b" / "inference.pdiparams").write_bytes(b"retrained")
+    assert inference.tensorrt_cache_key(files("b"), {"precision": "fp16"}) != key
+
+
+def test_tensorrt_converts_on_the_card_it_runs_on(exported, tmp_path, monkeypatch):
+    configs, conversions = fake_gpu_build(monkeypatch, tmp_path, trt_engines=1)
+    predictor = inference.create_predictor(exported, dataclasses.replace(TRT_FP16, gpu_id=1))
+    assert conversions[0][2] == "gpu:1"  # the expected place during convert
+    assert paddle.get_device() == "cpu"  # restored afterwards
+    assert configs[0].calls["enable_use_gpu"][0] == (8000, 1)
+    assert predictor.summary.startswith("Paddle Inference: GPU 1, ")
+
+
+def test_tensorrt_that_converts_nothing_is_an_error_and_leaves_no_cache_entry(exported, tmp_path, monkeypatch):
+    fake_gpu_build(monkeypatch, tmp_path, trt_engines=0)
     with pytest.raises(UnsupportedOptionError, match="put no part of .* into TensorRT"):
-        inference.create_predictor(model, PredictorOptions(use_gpu=True, use_tensorrt=True))
+        inference.create_predictor(exported, TRT_FP16)
+    assert [p.suffix for p in (tmp_path / "trt-cache").iterdir()] == [".lock"]
 
 
 def test_tensorrt_on_a_legacy_program_uses_subgraphs_without_calibration(tmp_path, monkeypatch):
-    configs, conversions = fake_gpu_build(monkeypatch, trt_engines=0)
+    configs, conversions = fake_gpu_build(monkeypatch, tmp_path, trt_engines=3)
     # Written before the crop size had one name: img_size.
     model = fake_model_dir(tmp_path / "m", "inference.pdmodel", {"img_size": 200, "precision": "int8"})
     predictor = inference.create_predictor(model, PredictorOptions(use_gpu=True, use_tensorrt=True))
@@ -488,8 +634,68 @@ def test_tensorrt_on_a_legacy_program_uses_subgraphs_without_calibration(tmp_pat
     assert trt_kwargs["use_calib_mode"] is False
     assert trt_kwargs["precision_mode"] == inference.paddle_infer.PrecisionType.Int8
     assert config.calls["set_trt_dynamic_shape_info"][0][0] == {"x": [1, 3, 200, 200]}
-    assert predictor.summary.startswith("Paddle Inference: GPU 0, TensorRT on through Config.enable_tensorrt_engine;")
+    assert predictor.summary.startswith(
+        "Paddle Inference: GPU 0, TensorRT on through Config.enable_tensorrt_engine, 3 engines;")
     assert predictor.summary.endswith("(program, int8)")
+    assert not Path(config.calls["set_optim_cache_dir"][0][0]).exists()  # only read to count
+
+
+def test_tensorrt_subgraphs_that_engage_nothing_are_an_error(tmp_path, monkeypatch):
+    """enable_tensorrt_engine only sets a switch: what engaged is counted in the optimised program."""
+    fake_gpu_build(monkeypatch, tmp_path, trt_engines=0)
+    model = fake_model_dir(tmp_path / "m", "inference.pdmodel", {})
+    with pytest.raises(UnsupportedOptionError, match="Paddle Inference put no part of .* into TensorRT"):
+        inference.create_predictor(model, PredictorOptions(use_gpu=True, use_tensorrt=True))
+
+
+LEGACY_EXPORT = """
+import os, sys
+os.environ["FLAGS_enable_pir_api"] = "0"
+import paddle
+net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU(), paddle.nn.Flatten(), paddle.nn.Linear(144, 2))
+net.eval()
+paddle.jit.save(net, sys.argv[1], input_spec=[paddle.static.InputSpec([None, 3, 8, 8], "float32", "x")])
+"""
+
+
+def test_engine_count_reads_the_program_paddle_inference_optimised(tmp_path):
+    """On a real legacy predictor (CPU): Paddle writes _optimized.pdmodel where the count looks."""
+    run_script("-c", LEGACY_EXPORT, tmp_path / "legacy" / "inference")
+    config = inference.paddle_infer.Config(str(tmp_path / "legacy" / "inference.pdmodel"),
+                                           str(tmp_path / "legacy" / "inference.pdiparams"))
+    config.disable_gpu()
+    config.disable_glog_info()
+    config.set_optim_cache_dir(str(tmp_path / "optimized"))
+    config.enable_save_optim_model(True)
+    inference.paddle_infer.create_predictor(config)
+    assert inference.count_subgraph_engines(tmp_path / "optimized") == 0
+    (tmp_path / "optimized" / "_optimized.pdmodel").write_bytes(optimized_program(2))
+    assert inference.count_subgraph_engines(tmp_path / "optimized") == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "truncated graph", "not a graph"])
+def test_unreadable_model_files_are_named_in_one_line(exported, tmp_path, damage, capsys):
+    model = tmp_path / "damaged"
+    model.mkdir()
+    shutil.copy(exported / "inference_meta.json", model)
+    graph = (exported / "inference.json").read_bytes()
+    with open(exported / "inference.pdiparams", "rb") as f:
+        weights = f.read(1 << 20)  # the first MB of 228
+    if damage == "truncated weights":
+        (model / "inference.json").write_bytes(graph)
+        (model / "inference.pdiparams").write_bytes(weights)
+        named = model / "inference.pdiparams"
+    else:
+        (model / "inference.json").write_bytes(graph[: len(graph) // 2] if damage == "truncated graph" else b'{"a": 1}')
+        shutil.copy(exported / "inference.pdiparams", model)
+        named = model / "inference.json"
+    result = run_script("deploy/py_inference/infer.py", "--model-dir", model, "--device", "cpu", check=False,
+                        timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: cannot load the {'weights' if named.suffix == '.pdiparams' else 'graph'} {named} ")
+    assert "/paddle/" not in line  # no C++ source locations
 
 
 @pytest.mark.skipif(paddle.device.cuda.device_count() > 0, reason="machine has a GPU")

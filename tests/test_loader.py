@@ -14,12 +14,13 @@ import numpy as np, paddle
 from paddlevision.datasets import ImageFolder, ImageLoader
 from paddlevision.image import ImageDecodeError
 
-root, workers, batch_size, skip = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "skip"
+root, workers, batch_size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 dataset = ImageFolder(root, transform=lambda image: np.asarray(image, dtype=np.float32).transpose(2, 0, 1))
 loader = ImageLoader(dataset, paddle.io.BatchSampler(dataset, batch_size=batch_size), num_workers=workers,
-                     skip_bad_images=skip)
+                     skip_bad_images=mode != "fail")
 try:
-    batches = [(list(images.shape), labels.numpy().tolist()) for images, labels in loader]
+    batches = [None if images is None else (list(images.shape), labels.numpy().tolist())
+               for images, labels in loader.batches(keep_unreadable=mode == "keep")]
 except ImageDecodeError as err:
     print(json.dumps({"error": str(err), "name": str(err.name)}))
     sys.exit(3)
@@ -66,3 +67,12 @@ def test_skipping_in_a_mixed_batch(tree):
     result, answer = load_all(tree, 2, 4, "skip")
     assert answer == {"batches": [[[3, 3, 5, 6], [0, 0, 1]]], "num_skipped": 1}
 
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_batch_of_unreadable_images_can_be_kept_in_its_place(tree, workers):
+    """For processes that must all take every step (DataParallel): (None, None) stands for it."""
+    result, answer = load_all(tree, workers, 1, "keep")
+    assert result.returncode == 0, result.stderr
+    assert answer == {"batches": [[[1, 3, 5, 6], [0]], [[1, 3, 5, 6], [0]], [[1, 3, 5, 6], [1]], None],
+                      "num_skipped": 1}

@@ -24,7 +24,15 @@ from paddlevision.inference import (
     check_model_dir,
     select_engine,
 )
-from paddlevision.quantization import QuantizationError, calibration_subset, quantize
+from paddlevision.device import cpu_has_vnni
+from paddlevision.onnx_predictor import weight_range_warning
+from paddlevision.quantization import (
+    AGREEMENT_TOLERANCE,
+    QuantizationError,
+    calibration_subset,
+    default_weight_range,
+    quantize,
+)
 from paddlevision.serving.protocol import build_request, parse_prediction
 from peaked_model import save_peaked_weights
 
@@ -82,10 +90,16 @@ def int8_dir(fp32_dir, calibration_dir, module_tmp):
     out = module_tmp / "alexnet_infer_int8"
     result = run_script("tools/quantize_model.py", "--model-dir", fp32_dir, "--calib-data", calibration_dir,
                         "--output", out)
-    assert result.stdout.splitlines() == [
+    lines = result.stdout.splitlines()
+    bits = {"full": "8-bit", "reduced": "7-bit"}[default_weight_range()]
+    assert lines[:2] == [
         f"calibrated on {NUM_CALIBRATION} images from {calibration_dir}",
-        f"saved int8 model to {out / 'inference.onnx'}",
+        f"int8 weights: int8 ({bits} range), per output channel (the default for this CPU, which has "
+        f"{'' if cpu_has_vnni() else 'no '}VNNI)",
     ]
+    assert re.fullmatch(rf"checked against fp32 on {NUM_CALIBRATION} of them: mean total-variation distance "
+                        r"0\.\d{4} \(at most 0\.1\)", lines[2])
+    assert lines[3:] == [f"saved int8 model to {out / 'inference.onnx'}"]
     return out
 
 
@@ -261,3 +275,129 @@ def test_quantization_module_does_not_import_paddle():
     code = ("import sys, paddlevision.quantization; "
             "assert not any(m == 'paddle' or m.startswith('paddle.') for m in sys.modules), 'paddle imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+# --- the weight range, and the check of what was written --------------------------------
+
+ZEN3_FLAGS = frozenset("fpu sse sse2 avx avx2 fma f16c bmi2".split())  # AVX2, no VNNI
+XEON_SPR_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+ALDER_LAKE_FLAGS = ZEN3_FLAGS | {"avx_vnni"}
+
+
+@pytest.mark.parametrize("flags, weight_range", [(ZEN3_FLAGS, "reduced"), (XEON_SPR_FLAGS, "full"),
+                                                 (ALDER_LAKE_FLAGS, "full"), (frozenset(), "reduced")])
+def test_default_weight_range_follows_the_cpu(flags, weight_range):
+    """ONNX Runtime's advice: full-range weights with VNNI, reduce_range without."""
+    assert default_weight_range(flags) == weight_range
+
+
+@pytest.mark.parametrize("weight_range, flags, warned", [("full", ZEN3_FLAGS, True), ("full", XEON_SPR_FLAGS, False),
+                                                         ("reduced", ZEN3_FLAGS, False),
+                                                         ("reduced", XEON_SPR_FLAGS, False)])
+def test_full_range_weights_warn_only_without_vnni(weight_range, flags, warned):
+    assert (weight_range_warning(weight_range, flags) is not None) == warned
+
+
+def largest_int8_weight(model_dir):
+    """The largest |value| among the int8 weight tensors of an int8 ``inference.onnx``."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_dir / "inference.onnx"))
+    return max(int(np.abs(numpy_helper.to_array(init).astype(np.int32)).max()) for init in model.graph.initializer
+               if init.data_type == onnx.TensorProto.INT8 and len(init.dims) >= 2)
+
+
+# Per-channel symmetric int8: each channel's largest weight becomes 127, or 64 with
+# ONNX Runtime's reduce_range (get_qmin_qmax_for_qType).
+LARGEST_INT8_WEIGHT = {"full": 127, "reduced": 64}
+
+
+def test_int8_directory_records_the_weight_range_of_this_cpu(int8_dir):
+    import onnx
+
+    quantization = json.loads((int8_dir / "inference_meta.json").read_text())["quantization"]
+    assert quantization["weight_range"] == default_weight_range()
+    assert largest_int8_weight(int8_dir) == LARGEST_INT8_WEIGHT[default_weight_range()]
+    assert quantization["fp32_agreement"]["images"] == NUM_CALIBRATION
+    assert quantization["fp32_agreement"]["mean_total_variation"] <= AGREEMENT_TOLERANCE
+    properties = {p.key: p.value for p in onnx.load(str(int8_dir / "inference.onnx"),
+                                                    load_external_data=False).metadata_props}
+    assert properties["paddlevision_weight_range"] == default_weight_range()
+
+
+@pytest.fixture(scope="module")
+def int8_other_range_dir(fp32_dir, calibration_dir, module_tmp):
+    """The weight range this CPU would not choose, asked for by name (another deployment target)."""
+    other = {"full": "reduced", "reduced": "full"}[default_weight_range()]
+    out = module_tmp / f"alexnet_infer_int8_{other}"
+    run_script("tools/quantize_model.py", "--model-dir", fp32_dir, "--calib-data", calibration_dir, "--output", out,
+               "--weight-range", other)
+    return out, other
+
+
+def test_weight_range_for_another_cpu_is_recorded_and_runs(int8_other_range_dir, held, expected):
+    out, weight_range = int8_other_range_dir
+    quantization = json.loads((out / "inference_meta.json").read_text())["quantization"]
+    assert (quantization["weight_range"], quantization["weight_range_chosen"]) == (weight_range, "requested")
+    assert largest_int8_weight(out) == LARGEST_INT8_WEIGHT[weight_range]
+    result = run_script("deploy/py_inference/infer.py", "--model-dir", out, "--img-path", Path(held[0]).parent,
+                        timeout=300)
+    for name, class_id, prob in parse_lines(result.stdout):
+        expected_class, expected_prob = expected[1][Path(name).name]
+        assert class_id == expected_class and abs(prob - expected_prob) <= INT8_PROB_TOLERANCE, (name, prob)
+    bits = "8-bit" if weight_range == "full" else "7-bit"
+    assert f"(QDQ graph: int8 weights per channel, {bits} range, uint8 activations)" in result.stderr
+
+
+def test_full_range_model_on_a_cpu_without_vnni_is_warned_about(int8_dir, int8_other_range_dir, monkeypatch, capsys):
+    from paddlevision import device
+
+    full = int8_dir if default_weight_range() == "full" else int8_other_range_dir[0]
+    monkeypatch.setattr(device, "cpu_vendor_and_flags", lambda: ("AuthenticAMD", ZEN3_FLAGS))
+    paddle_infer.main(paddle_infer.get_args_parser().parse_args(
+        ["--model-dir", str(full), "--img-path", str(REPO_ROOT / "images" / "demo.jpg")]))
+    summary, warning = capsys.readouterr().err.splitlines()
+    assert summary.startswith("int8 engaged via ONNX Runtime")
+    assert warning.startswith("warning: this int8 model has full-range (8-bit) weights and this CPU has no VNNI")
+
+
+def test_int8_model_that_disagrees_with_fp32_is_not_written(fp32_dir, calibration_dir, tmp_path, monkeypatch):
+    """A quantiser that writes a wrong model (here: the sign of every weight scale flipped
+    after ONNX Runtime's quantize_static) is caught by the check before the directory appears."""
+    import onnx
+    from onnxruntime import quantization as ort_quantization
+
+    real_quantize_static = ort_quantization.quantize_static
+
+    def quantize_static_then_break(model_input, model_output, *args, **kwargs):
+        real_quantize_static(model_input, model_output, *args, **kwargs)
+        model = onnx.load(str(model_output))
+        weights = {node.input[1] for node in model.graph.node if node.op_type == "DequantizeLinear"
+                   and any(i.name == node.input[0] and i.data_type == onnx.TensorProto.INT8
+                           for i in model.graph.initializer)}
+        for init in model.graph.initializer:
+            if init.name in weights:
+                scale = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array(-scale, init.name))
+        onnx.save(model, str(model_output))
+
+    monkeypatch.setattr(ort_quantization, "quantize_static", quantize_static_then_break)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=r"^error: the int8 model of .* disagrees with fp32 on 8 calibration images: "
+                                         r"mean total-variation distance"):
+        quantize_model.main(quantize_args("--model-dir", fp32_dir, "--calib-data", calibration_dir, "--output", out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor a staging directory
+
+
+def test_int8_model_that_onnx_runtime_cannot_load_is_not_written(fp32_dir, calibration_dir, tmp_path, monkeypatch):
+    from onnxruntime import quantization as ort_quantization
+
+    def quantize_static_garbage(model_input, model_output, *args, **kwargs):
+        Path(model_output).write_bytes(b"not an onnx model")
+
+    monkeypatch.setattr(ort_quantization, "quantize_static", quantize_static_garbage)
+    with pytest.raises(SystemExit, match=r"^error: ONNX Runtime could not quantise "):
+        quantize_model.main(quantize_args("--model-dir", fp32_dir, "--calib-data", calibration_dir, "--output",
+                                          tmp_path / "out"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

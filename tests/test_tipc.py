@@ -5,6 +5,7 @@ The shipped config's full lite chain runs in .ci/run; most tests here use stand-
 scripts and take seconds. The reference-config tests run the real chain (about 100 s each).
 """
 
+import json
 import os
 import re
 import subprocess
@@ -39,13 +40,15 @@ sys.exit(1)
 """
 
 
-def run_tipc(script, config, mode, tmp_path, timeout=300, python=None):
-    """Run a TIPC script as a user would; PYTHON is PYTHON if given, else unset."""
+def run_tipc(script, config, mode, tmp_path, timeout=300, python=None, env=None):
+    """Run a TIPC script as a user would; PYTHON is PYTHON if given, else unset; ``env``
+    adds to the environment."""
     python_dir = os.path.dirname(sys.executable)
     env = {
         **os.environ,
         "PATH": python_dir + os.pathsep + os.environ.get("PATH", ""),
         "TIPC_OUTPUT_DIR": str(tmp_path / "output"),
+        **(env or {}),
     }
     env.pop("PYTHON", None)
     if python is not None:
@@ -269,11 +272,16 @@ def test_missing_python_is_named(tmp_path):
 # --- device decisions: functions of their inputs, called with a faked GPU count -------
 
 
-def shell_function(name, *args):
-    """Call a function of test_tipc/common_func.sh in a fresh bash, with python as PYTHON_BIN."""
+def shell_function(name, *args, cuda_visible_devices=None):
+    """Call a function of test_tipc/common_func.sh in a fresh bash, with python as PYTHON_BIN
+    and CUDA_VISIBLE_DEVICES set as given (unset for None)."""
     script = f'source test_tipc/common_func.sh; PYTHON_BIN=python; {name} "$@"'
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
     return subprocess.run(
-        ["bash", "-c", script, "bash", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+        ["bash", "-c", script, "bash", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        env=env,
     )
 
 
@@ -299,22 +307,47 @@ def test_gpu_list_entry_device(entry, device_value, num_gpus, expected):
 
 
 @pytest.mark.parametrize(
-    "device, entry, num_gpus, processes, expected",
+    "device, entry, num_gpus, processes, mask, expected",
     [
-        ("gpu", "0,1", 2, 2, "python -m paddle.distributed.launch --gpus 0,1 --log_dir D"),
-        ("gpu", "0", 1, 1, "env CUDA_VISIBLE_DEVICES=0 python"),
-        ("gpu", "2,3", 4, 1, "env CUDA_VISIBLE_DEVICES=2 python"),
-        ("cpu", "0,1", 0, 2, "python -m paddle.distributed.launch --nproc_per_node 2 --log_dir D"),
-        # Beside GPUs the launcher hands each process a GPU; gloo must be asked for.
-        ("cpu", "0,1", 2, 2, "env PADDLE_DISTRI_BACKEND=gloo python -m paddle.distributed.launch --nproc_per_node 2 --log_dir D"),
-        ("cpu", "-1", 2, 1, "python"),
-        ("cpu", "0", 0, 1, "python"),
+        ("gpu", "0,1", 2, 2, None, "python -m paddle.distributed.launch --gpus 0,1 --log_dir D"),
+        ("gpu", "0", 1, 1, None, "env CUDA_VISIBLE_DEVICES=0 python"),
+        ("gpu", "2,3", 4, 1, None, "env CUDA_VISIBLE_DEVICES=2 python"),
+        # Entries count the visible GPUs: through the user's mask to the cards CUDA names.
+        ("gpu", "0,1", 2, 2, "2,3", "python -m paddle.distributed.launch --gpus 2,3 --log_dir D"),
+        ("gpu", "1", 2, 1, "2,3", "env CUDA_VISIBLE_DEVICES=3 python"),
+        ("gpu", "0", 2, 1, "GPU-5d1e,GPU-77a0", "env CUDA_VISIBLE_DEVICES=GPU-5d1e python"),
+        ("gpu", "0,1", 2, 2, "all", "python -m paddle.distributed.launch --gpus 0,1 --log_dir D"),
+        ("cpu", "0,1", 0, 2, None, "python -m paddle.distributed.launch --nproc_per_node 2 --log_dir D"),
+        # Beside GPUs the launcher hands each process a GPU; train.py asks for gloo itself.
+        ("cpu", "0,1", 2, 2, "2,3", "python -m paddle.distributed.launch --nproc_per_node 2 --log_dir D"),
+        ("cpu", "-1", 2, 1, None, "python"),
+        ("cpu", "0", 0, 1, None, "python"),
     ],
 )
-def test_entry_launcher(device, entry, num_gpus, processes, expected):
-    result = shell_function("entry_launcher", device, entry, num_gpus, processes, "D")
+def test_entry_launcher(device, entry, num_gpus, processes, mask, expected):
+    result = shell_function("entry_launcher", device, entry, num_gpus, processes, "D", cuda_visible_devices=mask)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected.split(" ")
+
+
+SELECTED_BY_THE_LAUNCHER = """
+import sys
+from paddle.distributed.launch.context.device import Device
+print(",".join(Device.parse_device().get_selected_devices(sys.argv[1])))
+"""
+
+
+@pytest.mark.parametrize("mask, entry", [("2,3", "0,1"), ("4,6,7", "1,2"), ("GPU-5d1e,GPU-77a0", "1")])
+def test_launcher_reads_the_mapped_cards_as_the_entry(mask, entry):
+    """Paddle's own launcher code (on CPU; it parses CUDA_VISIBLE_DEVICES without CUDA)
+    turns the --gpus the script passes back into the entry's positions among the visible GPUs."""
+    words = shell_function("entry_launcher", "gpu", entry, 8, 2, "D", cuda_visible_devices=mask).stdout.split()
+    gpus = words[words.index("--gpus") + 1]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": mask}
+    selected = subprocess.run([sys.executable, "-c", SELECTED_BY_THE_LAUNCHER, gpus], capture_output=True, text=True,
+                              env=env, timeout=120)
+    assert selected.returncode == 0, selected.stderr
+    assert selected.stdout.strip() == entry
 
 
 def test_entry_launcher_refuses_more_cpu_processes_than_gpus():
@@ -420,6 +453,38 @@ def test_one_gpu_machine(tmp_path):
     assert len(gpu_runs) == 1 and len(cpu_runs) == 1
     assert re.search(r"^Run successfully with command - consistency check: .* in 2 inference log\(s\)!$", out, re.M)
     assert out.rstrip().splitlines()[-1] == "6 succeeded, 0 failed"
+
+
+FAKE_TWO_GPU_PYTHON = FAKE_ONE_GPU_PYTHON.replace("echo 1", "echo 2")
+# Rank 0's real weights, and every process's view of its cards.
+FAKE_TRAIN_RECORDING_CARDS = FAKE_TRAIN_RANK0_WEIGHTS + """
+import json
+rank = os.environ.get("PADDLE_TRAINER_ID", "0")
+with open(os.path.join(out, f"cards.{rank}.json"), "w") as f:
+    json.dump({k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "FLAGS_selected_gpus")}, f)
+"""
+
+
+def test_gpu_list_entries_count_the_gpus_the_user_left_visible(tmp_path):
+    """CUDA_VISIBLE_DEVICES=2,3 on a (faked) machine whose Paddle sees those two GPUs:
+    entry 0,1 launches on cards 2 and 3 (the real launcher, run on the CPU, hands out the
+    cards), entry 1 trains on card 3 alone."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text(FAKE_TWO_GPU_PYTHON.format(python=sys.executable))
+    fake_python.chmod(0o755)
+    lines = fake_chain_lines(tmp_path, FAKE_TRAIN_RECORDING_CARDS, FAKE_EXPORT_ANSWER, FAKE_INFER_TF32,
+                             gpu_list="0,1|1", use_gpu="False")
+    config = write_config(tmp_path, lines)
+    result = run_tipc(TEST_SCRIPT, config, "lite_train_lite_infer", tmp_path, python=fake_python,
+                      env={"CUDA_VISIBLE_DEVICES": "2,3"}, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = tmp_path / "output"
+    cards = {path.relative_to(output).as_posix(): json.loads(path.read_text()) for path in output.glob("*/cards.*.json")}
+    assert cards == {
+        "norm_train_gpus_0,1_autocast_null/cards.0.json": {"CUDA_VISIBLE_DEVICES": "2,3", "FLAGS_selected_gpus": "0"},
+        "norm_train_gpus_0,1_autocast_null/cards.1.json": {"CUDA_VISIBLE_DEVICES": "2,3", "FLAGS_selected_gpus": "1"},
+        "norm_train_gpus_1_autocast_null/cards.0.json": {"CUDA_VISIBLE_DEVICES": "3", "FLAGS_selected_gpus": None},
+    }
 
 
 # --- the reference repository's own config ---------------------------------------------

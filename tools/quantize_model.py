@@ -7,15 +7,26 @@
 ``--calib-data`` is an image, a directory (searched recursively) or a glob; ``--calib-count``
 images spread evenly over it (so every class folder contributes) set the activation
 ranges. Calibrate on training images, never on those that measure accuracy. The output
-directory must be new; its inference_meta.json records ``"precision": "int8"``.
+directory must be new; its inference_meta.json records ``"precision": "int8"``. Before it
+appears, the int8 model is reloaded and compared with fp32 on the calibration images.
+``--weight-range`` chooses int8 weights for the CPU that will run the model (default: this
+one's): ``full`` (8-bit) for CPUs with VNNI or AMX, ``reduced`` (7-bit) for CPUs without.
 """
 
 import argparse
 import sys
 
 from paddlevision.batch_predict import NoImagesError, expand_image_paths
-from paddlevision.model_dir import ModelDirError, PreprocessSizeError
-from paddlevision.quantization import CALIBRATION_METHODS, QuantizationError, calibration_subset, quantize
+from paddlevision.model_dir import ModelDirError, PreprocessSizeError, read_metadata
+from paddlevision.onnx_predictor import WEIGHT_RANGES
+from paddlevision.quantization import (
+    AGREEMENT_TOLERANCE,
+    CALIBRATION_METHODS,
+    QuantizationError,
+    calibration_subset,
+    default_weight_range,
+    quantize,
+)
 from paddlevision_cli import at_least
 
 
@@ -27,6 +38,10 @@ def get_args_parser(add_help=True):
     parser.add_argument("--output", required=True, help="new directory for the int8 model")
     parser.add_argument("--method", default="minmax", choices=list(CALIBRATION_METHODS),
                         help="how activation ranges are read from the calibration images")
+    parser.add_argument("--weight-range", default="auto", choices=["auto", *WEIGHT_RANGES],
+                        help="int8 weights for the CPU that will run the model: full (8-bit) needs VNNI or AMX "
+                             "(avx512_vnni, avx_vnni, amx_int8), reduced (7-bit) avoids the saturation of CPUs "
+                             f"without; auto: this CPU's ({default_weight_range()})")
     return parser
 
 
@@ -36,12 +51,18 @@ def main(args):
     except NoImagesError:
         raise SystemExit(f"error: --calib-data {args.calib_data}: no image files found")
     try:
-        onnx_file = quantize(args.model_dir, images, args.output, method=args.method)
+        onnx_file = quantize(args.model_dir, images, args.output, method=args.method,
+                             weight_range=None if args.weight_range == "auto" else args.weight_range)
     except (ModelDirError, PreprocessSizeError) as err:
         raise SystemExit(f"error: --model-dir: {err}")
     except QuantizationError as err:
         raise SystemExit(f"error: {err}")
+    quantization = read_metadata(args.output)["quantization"]
+    agreement = quantization["fp32_agreement"]
     print(f"calibrated on {len(images)} images from {args.calib_data}")
+    print(f"int8 weights: {quantization['weights']} ({quantization['weight_range_chosen']})")
+    print(f"checked against fp32 on {agreement['images']} of them: mean total-variation distance "
+          f"{agreement['mean_total_variation']:.4f} (at most {AGREEMENT_TOLERANCE})")
     print(f"saved int8 model to {onnx_file}")
     return 0
 

@@ -2,8 +2,8 @@
 
     python tools/export_model.py --pretrained ./output/latest.pdparams --model-dir ./alexnet_infer --onnx
     python deploy/onnx/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
-prints the same lines as deploy/py_inference/infer.py and takes its image, batch and
-benchmark flags.
+prints the same lines as deploy/py_inference/infer.py (on stderr what engaged, then the
+answers on stdout) and takes its image, batch and benchmark flags.
 """
 
 import argparse
@@ -26,6 +26,9 @@ def main(args):
         predictor = create_onnx_predictor(args.model_dir, cpu_threads=args.cpu_threads)
     except (ModelDirError, OnnxRuntimeMissingError) as err:
         raise SystemExit(f"error: {err}")
+    print(predictor.summary, file=sys.stderr, flush=True)
+    for warning in predictor.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return job.run(predictor.run)
 
 

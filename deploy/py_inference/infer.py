@@ -2,7 +2,8 @@
 
     python deploy/py_inference/infer.py --model-dir ./alexnet_infer --img-path ./images/demo.jpg
 prints ``image_name: ./images/demo.jpg, class_id: N, prob: P`` per image on stdout, and on
-stderr one line saying what engaged. An int8 model from tools/quantize_model.py runs on
+stderr one line saying what engaged (and a ``warning:`` line for an int8 model quantised
+for another kind of CPU). An int8 model from tools/quantize_model.py runs on
 ONNX Runtime, which that line then names. ``--img-path`` takes a file, a directory (searched
 recursively) or a glob. The exit status is 1 if any image could not be read.
 """
@@ -18,14 +19,17 @@ from paddlevision.inference import (
     UnsupportedOptionError,
     create_predictor,
 )
-from paddlevision_cli import BatchJob, add_batch_arguments, add_bool_argument, add_device_argument
+from paddlevision_cli import BatchJob, add_batch_arguments, add_bool_argument, add_device_argument, at_least
 
 
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="AlexNet inference with Paddle Inference", add_help=add_help)
     add_batch_arguments(parser)
     add_device_argument(parser, use_gpu_alias=True)
-    parser.add_argument("--gpu-mem", default=8000, type=int, help="MB of GPU memory to reserve up front")
+    parser.add_argument("--gpu-mem", default=8000, type=at_least(1),
+                        help="initial GPU memory pool in MB (Config.enable_use_gpu); read only by Paddle's "
+                             "naive_best_fit allocator: under the default FLAGS_allocator_strategy=auto_growth "
+                             "memory is taken as needed and this flag reserves nothing")
     add_bool_argument(parser, "--use-tensorrt", default=False, help="run through TensorRT (GPU only)")
     parser.add_argument(
         "--precision",
@@ -60,6 +64,8 @@ def main(args):
     except (ModelDirError, UnsupportedOptionError) as err:
         raise SystemExit(f"error: {err}")
     print(predictor.summary, file=sys.stderr, flush=True)
+    for warning in predictor.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return job.run(predictor.run)
 
 

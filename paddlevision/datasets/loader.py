@@ -63,7 +63,8 @@ class ImageLoader:
 
     An unreadable image raises :class:`ImageDecodeError`, after the workers have stopped;
     with ``skip_bad_images`` it is logged and left out of its batch (which then comes out
-    smaller, or not at all), and ``num_skipped`` counts those of the last pass.
+    smaller, or not at all — :meth:`batches` can keep it as ``(None, None)``), and
+    ``num_skipped`` counts those of the last pass.
     """
 
     def __init__(self, dataset, batch_sampler, num_workers=0, skip_bad_images=False):
@@ -77,6 +78,12 @@ class ImageLoader:
         return len(self.batch_sampler)
 
     def __iter__(self):
+        return self.batches()
+
+    def batches(self, keep_unreadable=False):
+        """The batches; with ``keep_unreadable``, a batch of which nothing could be read (with
+        ``skip_bad_images``) comes out as ``(None, None)`` instead of not at all, so that
+        processes training together can still take its step."""
         self.num_skipped = 0
         source = self._worker_batches() if self.num_workers else self._in_process_batches()
         with contextlib.closing(source):  # an error below stops the workers before it propagates
@@ -89,6 +96,8 @@ class ImageLoader:
                     self.num_skipped += 1
                 if "images" in batch:
                     yield batch["images"], batch["labels"]
+                elif keep_unreadable:
+                    yield None, None
 
     def _in_process_batches(self):
         for indices in self.batch_sampler:
