@@ -349,7 +349,7 @@ def main(args, interrupts=None):
     interrupts = interrupts or Interrupts()
     if args.test_only and not (args.pretrained or args.resume):
         raise SystemExit("error: --test-only needs the weights to evaluate: --pretrained FILE or --resume CHECKPOINT")
-    if not args.test_only:
+    if not args.test_only and utils.is_main_process():  # the rank is the launcher's, known before init
         check_output_dir(args.output_dir, args.resume)
     args.device = setup_device(args.device)
     utils.init_distributed_mode(args)
