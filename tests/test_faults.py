@@ -199,6 +199,8 @@ ROWS = [
         r"error: .*no image.*"),
     Row("infer corrupt image", f"deploy/py_inference/infer.py --model-dir {{model}} --img-path {{corrupt_image}} {CPU}",
         1, r"error: cannot decode image .*broken\.jpg: .*"),
+    Row("infer SIGINT during start-up", f"tests/signal_at.py startup SIGINT deploy/py_inference/infer.py --model-dir "
+        f"{{model}} {CPU}", 130, r"interrupted: stopped before the end"),
     Row("onnx infer missing model dir", f"deploy/onnx/infer.py --model-dir {{scratch}}/none", 1,
         r"error: --model-dir.*none.*"),
     Row("onnx infer truncated onnx", f"deploy/onnx/infer.py --model-dir {{truncated_model}}", 1,

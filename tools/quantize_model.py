@@ -13,7 +13,11 @@ appears, the int8 model is reloaded and compared with fp32 on the calibration im
 one's): ``full`` (8-bit) for CPUs with VNNI or AMX, ``reduced`` (7-bit) for CPUs without.
 """
 
-import argparse
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
 import sys
 
 from paddlevision.batch_predict import NoImagesError, expand_image_paths
@@ -27,11 +31,11 @@ from paddlevision.quantization import (
     default_weight_range,
     quantize,
 )
-from paddlevision_cli import at_least
+from paddlevision_cli import ArgumentParser, at_least, run_command
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="Post-training int8 quantisation (ONNX Runtime)", add_help=add_help)
+    parser = ArgumentParser(description="Post-training int8 quantisation (ONNX Runtime)", add_help=add_help)
     parser.add_argument("--model-dir", required=True, help="fp32 export with inference.onnx (tools/export_model.py --onnx)")
     parser.add_argument("--calib-data", required=True, help="calibration images: a file, a directory or a glob")
     parser.add_argument("--calib-count", default=320, type=at_least(1), help="calibration images used (default: 320)")
@@ -68,4 +72,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))

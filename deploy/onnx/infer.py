@@ -6,16 +6,20 @@ prints the same lines as deploy/py_inference/infer.py (on stderr what engaged, t
 answers on stdout) and takes its image, batch and benchmark flags.
 """
 
-import argparse
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
 import sys
 
 from paddlevision.model_dir import ModelDirError
 from paddlevision.onnx_predictor import OnnxRuntimeMissingError, create_onnx_predictor
-from paddlevision_cli import BatchJob, add_batch_arguments
+from paddlevision_cli import ArgumentParser, BatchJob, add_batch_arguments, run_command
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="AlexNet inference with ONNX Runtime", add_help=add_help)
+    parser = ArgumentParser(description="AlexNet inference with ONNX Runtime", add_help=add_help)
     add_batch_arguments(parser)
     return parser
 
@@ -33,4 +37,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))

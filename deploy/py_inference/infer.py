@@ -8,7 +8,11 @@ ONNX Runtime, which that line then names. ``--img-path`` takes a file, a directo
 recursively) or a glob. The exit status is 1 if any image could not be read.
 """
 
-import argparse
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
 import sys
 
 from paddlevision.device import default_device
@@ -19,11 +23,19 @@ from paddlevision.inference import (
     UnsupportedOptionError,
     create_predictor,
 )
-from paddlevision_cli import BatchJob, add_batch_arguments, add_bool_argument, add_device_argument, at_least
+from paddlevision_cli import (
+    ArgumentParser,
+    BatchJob,
+    add_batch_arguments,
+    add_bool_argument,
+    add_device_argument,
+    at_least,
+    run_command,
+)
 
 
 def get_args_parser(add_help=True):
-    parser = argparse.ArgumentParser(description="AlexNet inference with Paddle Inference", add_help=add_help)
+    parser = ArgumentParser(description="AlexNet inference with Paddle Inference", add_help=add_help)
     add_batch_arguments(parser)
     add_device_argument(parser, use_gpu_alias=True)
     parser.add_argument("--gpu-mem", default=8000, type=at_least(1),
@@ -70,4 +82,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))
