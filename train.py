@@ -297,10 +297,13 @@ def save_epoch_checkpoint(args, model, optimizer, lr_scheduler, scaler, epoch, m
     prefix = os.path.join(args.output_dir, f"model_{epoch}")
     if not utils.is_main_process():
         return prefix
-    checkpoint.save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args, scaler, meta,
-                                        rng_states)
-    for suffix in (".pdopt", ".pdparams"):
-        checkpoint.atomic_copy(prefix + suffix, os.path.join(args.output_dir, "latest" + suffix))
+    try:
+        checkpoint.save_training_checkpoint(prefix, model, optimizer, lr_scheduler, epoch, args, scaler, meta,
+                                            rng_states)
+        for suffix in (".pdopt", ".pdparams"):
+            checkpoint.atomic_copy(prefix + suffix, os.path.join(args.output_dir, "latest" + suffix))
+    except OSError as err:  # a full disk, a quota, a directory removed under the run
+        raise checkpoint.CheckpointError(f"cannot write the checkpoint {prefix}: {err.strerror or err}") from None
     if args.keep_checkpoints is not None:
         for path in Path(args.output_dir).iterdir():
             match = EPOCH_CHECKPOINT.fullmatch(path.name)
@@ -311,26 +314,34 @@ def save_epoch_checkpoint(args, model, optimizer, lr_scheduler, scaler, epoch, m
 
 def record_best_model(output_dir, prefix, epoch, acc1):
     """``best_model.pdparams`` (a link to the epoch's weights) and ``best_model.json``
-    saying which epoch it is and its top-1, read back on resume."""
+    saying which epoch it is and its top-1."""
     if not (output_dir and utils.is_main_process()):
         return
     checkpoint.atomic_copy(prefix + ".pdparams", os.path.join(output_dir, "best_model.pdparams"))
     with atomic_write(os.path.join(output_dir, "best_model.json")) as tmp:
-        Path(tmp).write_text(json.dumps({"epoch": epoch, "acc1": acc1, "weights": f"model_{epoch}.pdparams"}) + "\n")
+        Path(tmp).write_text(json.dumps({"epoch": epoch, "acc1": acc1}) + "\n")
 
 
-def resumed_best_acc1(resume_prefix, epoch, meta):
-    """The best top-1 up to and including the resumed ``epoch``: the checkpoint records the
-    best before it (it is saved before its evaluation), ``best_model.json`` beside it the
-    best after that evaluation, if the evaluation finished."""
-    best = meta.get("best_acc1", -1.0)
+def recorded_evaluations(run_dir, last_epoch):
+    """``{epoch: top-1}`` of the evaluations that ``metrics.jsonl`` in ``run_dir`` records for
+    the epochs up to ``last_epoch``; of an epoch trained again (a run resumed from an earlier
+    checkpoint) the last. The log, not ``best_model.json``: an interruption can come between
+    an evaluation and the best model's update, and a resumed earlier epoch makes later bests
+    another timeline's."""
+    evaluations = {}
     try:
-        record = json.loads((Path(resume_prefix).parent / "best_model.json").read_text())
-        if record["epoch"] <= epoch:
-            best = max(best, float(record["acc1"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no evaluation recorded beside the checkpoint
-    return best
+        with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if (isinstance(record, dict) and record.get("type") == "eval" and type(record.get("epoch")) is int
+                        and record["epoch"] <= last_epoch and isinstance(record.get("top1"), (int, float))):
+                    evaluations[record["epoch"]] = float(record["top1"])
+    except OSError:
+        pass  # a checkpoint without its run's log: what this run evaluates is all there is
+    return evaluations
 
 
 def resume_hint(saved, args):
@@ -404,11 +415,23 @@ def main(args, interrupts=None):
     scaler = paddle.amp.GradScaler() if amp_dtype == "float16" else None
     best_acc1 = -1.0
     if args.resume:
-        args.start_epoch, resumed_meta = checkpoint.load_training_checkpoint(
+        args.start_epoch, _ = checkpoint.load_training_checkpoint(
             args.resume, model, optimizer, lr_scheduler, scaler, rank=args.rank
         )
-        best_acc1 = resumed_best_acc1(checkpoint.resolve_resume_prefix(args.resume), args.start_epoch - 1,
-                                      resumed_meta)
+        resume_prefix, resumed_epoch = checkpoint.resolve_resume_prefix(args.resume), args.start_epoch - 1
+        evaluations = recorded_evaluations(Path(resume_prefix).parent, resumed_epoch)
+        # The run stopped between this checkpoint and its evaluation. Decided by all ranks together: the log is
+        # rank 0's, and an evaluation that only some ranks entered would wait for the others for ever.
+        if utils.reduce_across_processes([resumed_epoch not in evaluations])[0]:
+            evaluations[resumed_epoch], _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype,
+                                                        metrics, epoch=resumed_epoch)
+        best_acc1 = max(evaluations.values())
+        best_epoch = min(epoch for epoch, acc1 in evaluations.items() if acc1 == best_acc1)  # the first to reach it
+        best_prefix = resume_prefix if best_epoch == resumed_epoch else str(Path(resume_prefix).parent /
+                                                                             f"model_{best_epoch}")
+        if Path(best_prefix + ".pdparams").is_file():  # else pruned by --keep-checkpoints, after it was recorded
+            with interrupts.deferred():
+                record_best_model(args.output_dir, best_prefix, best_epoch, best_acc1)
     elif args.start_epoch:
         lr_scheduler.step(args.start_epoch)
     if args.start_epoch >= args.epochs:
@@ -431,8 +454,7 @@ def main(args, interrupts=None):
             # Saved before the evaluation, which can fail on a bad image or be interrupted.
             if args.output_dir:
                 with interrupts.deferred():
-                    saved = save_epoch_checkpoint(args, model, optimizer, lr_scheduler, scaler, epoch,
-                                                  dict(meta, best_acc1=best_acc1)), epoch
+                    saved = save_epoch_checkpoint(args, model, optimizer, lr_scheduler, scaler, epoch, meta), epoch
             acc1, _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype, metrics,
                                   epoch=epoch)
             report_skipped(data_loader_test, "Test")
@@ -488,7 +510,7 @@ def get_args_parser(add_help=True):
     parser.add_argument("--output-dir", default="./output",
                         help="where checkpoints and metrics.jsonl go ('' for none); a new training refuses a "
                              "directory holding another run's files")
-    parser.add_argument("--keep-checkpoints", default=None, type=at_least(0), metavar="N",
+    parser.add_argument("--keep-checkpoints", default=None, type=at_least(1), metavar="N",
                         help="keep the per-epoch model_{epoch} files of the last N epochs only (default: all, "
                              "456 MB per epoch for AlexNet); latest and best_model are always kept")
     parser.add_argument("--resume", default="", help="checkpoint to resume from: a directory, prefix or file")

@@ -44,11 +44,15 @@ class Interrupts:
 
     def _handle(self, signum, frame):
         if os.getpid() != self._pid:
-            if signum == signal.SIGTERM:  # how Paddle's loader stops a worker that does not exit
+            # SIGTERM ends a forked child as if this handler were not there. (Paddle's loader
+            # workers install their own; ImageLoader's worker_init_fn makes it a quiet exit.)
+            if signum == signal.SIGTERM:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
             return
-        self.received = self.received or signum
+        if self.received:  # already ending: a second Ctrl-C must not cut the clean-up short
+            return
+        self.received = signum
         if self._deferring:
             self._pending = True
         else:

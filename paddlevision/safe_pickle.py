@@ -7,8 +7,9 @@ file may build only what ``paddle.save`` writes for a state dict or a training s
 
 * plain containers and scalars (dict, list, tuple, str, bytes, int, float, bool, None,
   ``collections.OrderedDict``);
-* numpy arrays and scalars of numeric or bool dtype (``numpy``'s array reconstructor,
-  ``ndarray``, ``dtype``, ``scalar``; object arrays are refused);
+* numpy arrays and scalars of numpy's built-in numeric or bool dtypes, built only the way
+  numpy's own pickles build them (``_reconstruct`` then one ``__setstate__``, ``scalar``):
+  never ``ndarray(...)`` itself, a view of another array, or an object array;
 * a Paddle tensor, which ``paddle.save`` writes as the tuple ``(name, array)``;
 * Paddle's random generator state (``GeneratorState``), kept as its saved numbers in a
   :class:`SavedGeneratorState` rather than built by Paddle.
@@ -22,7 +23,6 @@ file: tensors as numpy arrays, without Paddle's ``StructuredToParameterName@@`` 
 """
 
 import _compat_pickle
-import codecs
 import collections
 import io
 import pickle
@@ -57,10 +57,11 @@ class SavedGeneratorState:
     """The numbers of a pickled ``paddle.base.libpaddle.GeneratorState``; :meth:`restore`
     builds the real one, as unpickling it would have."""
 
-    def __init__(self):
-        self.state = None
+    state = None  # a class attribute: pickle makes the instance with __new__, not __init__
 
     def __setstate__(self, state):
+        if self.state is not None:
+            raise UnpicklingRefused("paddle.base.libpaddle.GeneratorState", "__setstate__ (a second time)")
         self.state = state
 
     def restore(self):
@@ -71,35 +72,87 @@ class SavedGeneratorState:
         return generator_state
 
 
+class _Array:
+    """An array under construction: numpy pickles one as ``_reconstruct(ndarray, (0,), b"b")``
+    followed by BUILD, which calls ``ndarray.__setstate__``. Called on an array that another
+    object views, that frees memory still in use; called on a dtype, it can give a float
+    dtype a sub-array shape that makes numpy read past the data. So the file never holds the
+    array itself until its one BUILD is done, and dtypes are numpy's built-in ones, on which
+    ``__setstate__`` does nothing."""
+
+    __slots__ = ("array",)
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if self.array is not None:
+            raise UnpicklingRefused("numpy.ndarray", "__setstate__ (a second time)")
+        array = _multiarray._reconstruct(np.ndarray, (0,), b"b")
+        array.__setstate__(state)  # numpy checks that the data fills the shape
+        self.array = array
+
+
+class _NDArrayName:
+    """What ``numpy.ndarray`` stands for in a file: only ``_reconstruct``'s first argument.
+    Called, it would make an array over another one's memory (``ndarray(shape, dtype, buffer)``)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args):
+        raise UnpicklingRefused("numpy", "ndarray")
+
+
+_NDARRAY = _NDArrayName()
+
+
+def _new_array(subtype, shape, typecode):
+    if subtype is not _NDARRAY:
+        raise UnpicklingRefused("numpy._core.multiarray", "_reconstruct of a type other than numpy.ndarray")
+    return _Array()
+
+
+def _array_dtype(name, align=False, copy=False):
+    dtype = np.dtype(name) if isinstance(name, str) else None
+    if dtype is None or dtype.isbuiltin != 1 or dtype.kind not in _ARRAY_KINDS:
+        raise UnpicklingRefused("numpy.dtype", repr(name))
+    return dtype  # numpy's shared instance, whatever ``copy`` asks: BUILD cannot change it
+
+
+def _sequence_of(kind):
+    """``kind`` called on a list or tuple the file holds, never on an iterable that could
+    be far larger than the file (an array) or hold views of an array (its rows)."""
+
+    def build(items=()):
+        if type(items) not in (list, tuple):
+            raise UnpicklingRefused("builtins", f"{kind.__name__} of a {type(items).__name__}")
+        return kind(items)
+
+    return build
+
+
 def _latin1_bytes(text, encoding):
-    # How protocol 2 pickles bytes (numpy's raw data among them).
-    if codecs.lookup(encoding).name != "iso8859-1":
+    # How protocol 2 pickles bytes (numpy's raw data among them). Compared as written, not
+    # looked up: codecs.lookup imports modules and calls registered search functions.
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
         raise UnpicklingRefused("_codecs.encode", repr(encoding))
     return text.encode("latin1")
 
 
-def _array_dtype(*args):
-    dtype = np.dtype(*args)
-    if dtype.kind not in _ARRAY_KINDS:
-        raise UnpicklingRefused("numpy.dtype", repr(dtype.str))
-    return dtype
-
-
-_NUMPY_RECONSTRUCT = ("numpy._core.multiarray", "numpy.core.multiarray")  # numpy 2, numpy 1
+_NUMPY_MULTIARRAY = ("numpy._core.multiarray", "numpy.core.multiarray")  # numpy 2, numpy 1
 # Containers and numbers that pickle protocols before 4 build by calling their type.
 _ALLOWED = {
-    ("builtins", "tuple"): tuple,  # also paddle.save's reduction of a tensor: (tuple, ((name, array),))
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "tuple"): _sequence_of(tuple),  # also paddle.save's tensor: (tuple, ((name, array),))
+    ("builtins", "set"): _sequence_of(set),
+    ("builtins", "frozenset"): _sequence_of(frozenset),
     ("builtins", "complex"): complex,
     ("_codecs", "encode"): _latin1_bytes,
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _array_dtype,
     ("paddle.base.libpaddle", "GeneratorState"): SavedGeneratorState,
-    **{(module, "_reconstruct"): _multiarray._reconstruct for module in _NUMPY_RECONSTRUCT},
-    **{(module, "scalar"): _multiarray.scalar for module in _NUMPY_RECONSTRUCT},
+    **{(module, "_reconstruct"): _new_array for module in _NUMPY_MULTIARRAY},
+    **{(module, "scalar"): _multiarray.scalar for module in _NUMPY_MULTIARRAY},
 }
 
 
@@ -114,20 +167,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise UnpicklingRefused(module, name) from None
 
 
-def _plain(obj):
-    """Tensors saved as ``(name, array)`` become their arrays; every array and numpy
-    scalar is checked to hold numbers, not objects."""
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray):
-        return _plain(obj[1])
-    if isinstance(obj, (np.ndarray, np.generic)):
-        if obj.dtype.kind not in _ARRAY_KINDS:
-            raise UnpicklingRefused("numpy.dtype", repr(obj.dtype.str))
-        return obj
-    if isinstance(obj, dict):
-        return type(obj)((key, _plain(value)) for key, value in obj.items())
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return type(obj)(_plain(value) for value in obj)
-    return obj
+def _plain(obj, done):
+    """``obj`` with its arrays built and tensors saved as ``(name, array)`` turned into
+    their arrays. ``done`` maps what is already converted, by id: a file may refer to one
+    object many times (the pickle memo), and converting each reference anew would cost
+    exponentially more than the file's size."""
+    if id(obj) in done:
+        return done[id(obj)]
+    if isinstance(obj, _Array):
+        result = obj.array if obj.array is not None else np.empty(0, np.int8)
+    elif isinstance(obj, dict):
+        result = type(obj)((key, _plain(value, done)) for key, value in obj.items())
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_plain(value, done) for value in obj]
+        tensor = type(obj) is tuple and len(items) == 2 and isinstance(items[0], str)
+        result = items[1] if tensor and isinstance(items[1], np.ndarray) else type(obj)(items)
+    else:
+        result = obj
+    done[id(obj)] = result
+    return result
 
 
 def refusal(qualified_name):
@@ -146,7 +204,7 @@ def load(path):
     with open(path, "rb") as f:
         data = f.read()
     try:
-        obj = _plain(_RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load())
+        obj = _plain(_RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load(), {})
     except UnpicklingRefused as refused:
         raise UnsafePickleError(refusal(refused.qualified_name)) from None
     except RecursionError:
@@ -154,7 +212,7 @@ def load(path):
     except Exception as err:  # whatever a malformed pickle makes the unpickler raise
         if isinstance(err, EOFError) or "truncated" in str(err):
             raise ValueError("truncated (the pickle ends early)") from None
-        raise ValueError(f"not a paddle.save file ({type(err).__name__}: {err})") from None
+        raise ValueError(f"not a paddle.save file ({type(err).__name__}: {' '.join(str(err).split())})") from None
     if isinstance(obj, dict):
         obj.pop(_NAME_TABLE, None)
     return obj

@@ -10,6 +10,7 @@ POINT is where the signal is sent:
 * ``startup``: as soon as the script has installed its handler, before its slow imports;
 * ``loader-start``: as Paddle's DataLoader has started its worker processes for an epoch;
 * ``save``: between the two files of a checkpoint (``.pdopt`` written, ``.pdparams`` not);
+* ``evaluation``: as an epoch's evaluation starts (its checkpoint written, its record not);
 * ``epoch-end``: once an epoch's evaluation has been recorded, before the next epoch.
 """
 
@@ -46,6 +47,10 @@ elif point == "save":
     from paddlevision import checkpoint
 
     send_after(checkpoint, "atomic_save", when=lambda obj, path: str(path).endswith(".pdopt"))
+elif point == "evaluation":
+    import utils
+
+    send_after(utils.MetricLogger, "add_meter", when=lambda self, name, meter: name == "acc5")
 elif point == "epoch-end":
     import utils
 

@@ -13,9 +13,11 @@ script, at a chosen point inside it.
 """
 
 import importlib.util
+import json
 import os
 import pickle
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -30,6 +32,7 @@ import pytest
 
 from conftest import FAST_SIZES, REPO_ROOT, run_script
 from paddlevision import safe_pickle
+from paddlevision.interrupts import Interrupts
 
 FAST = " ".join(FAST_SIZES)
 CPU = "--device cpu"
@@ -45,6 +48,7 @@ class Row:
     send: tuple = None  # (signal name, seconds or stdout text)
     timeout: float = 120
     needs_torch: bool = False  # the row's hostile .pth is written with torch
+    group: bool = False  # send to the whole process group (data-loading workers too), as a terminal or scheduler does
 
 
 ROWS = [
@@ -75,6 +79,8 @@ ROWS = [
         1, r"error: --num-classes 2 is smaller than the 4 class folders in .*"),
     Row("train --start-epoch -1", "train.py --start-epoch -1", 2, r"error: argument --start-epoch: .*"),
     Row("train --keep-checkpoints -1", "train.py --keep-checkpoints -1", 2, r"error: argument --keep-checkpoints: .*"),
+    Row("train --keep-checkpoints 0", "train.py --keep-checkpoints 0", 2,
+        r"error: argument --keep-checkpoints: must be at least 1, got 0 .*"),
     Row("train --seed -1", "train.py --seed -1", 2, r"error: argument --seed: must be in \[0, 2147483647\], .*"),
     Row("train --device tpu", "train.py --device tpu", 1, r"error: .*tpu.*"),
     Row("train --model vgg", "train.py --model vgg", 2, r"error: argument --model: invalid choice: 'vgg' .*"),
@@ -142,6 +148,12 @@ ROWS = [
     Row("train SIGTERM mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 {CPU} {FAST} "
         "--output-dir {scratch}/out", 143, r"interrupted: no epoch finished, so no checkpoint was saved",
         send=("SIGTERM", "[Epoch 0, iter: 0]")),
+    Row("train SIGTERM to the process group mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 "
+        f"{CPU} {FAST} --output-dir {{scratch}}/out", 143, r"interrupted: no epoch finished, so no checkpoint was saved",
+        send=("SIGTERM", "[Epoch 0, iter: 0]"), group=True),
+    Row("train SIGINT to the process group mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 "
+        f"{CPU} {FAST} --output-dir {{scratch}}/out", 130, r"interrupted: no epoch finished, so no checkpoint was saved",
+        send=("SIGINT", "[Epoch 0, iter: 0]"), group=True),
     Row("train SIGINT at the epoch boundary", f"tests/signal_at.py epoch-end SIGINT train.py --data-path {{data}} "
         f"--epochs 2 -b 8 {CPU} {FAST} --output-dir {{scratch}}/out", 130,
         r"interrupted: epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
@@ -330,9 +342,12 @@ def run_row(row, places, scratch):
     """Run ``row``'s command from the repository root; returns (status, stdout, stderr)."""
     argv = shlex.split(row.command.format(scratch=scratch, **places))
     command = ["bash", *argv[1:]] if argv[0] == "bash" else [sys.executable, *argv]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)} if argv[0] == "tests/signal_at.py" else None
+    # This checkout's modules, not the editable install's: tools/ and deploy/ scripts otherwise import paddlevision
+    # from wherever `pip install -e` pointed (/work/main), which makes a worktree's rows test another tree.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    # A session of its own: a group signal reaches the row's workers only, and a hang kills them all.
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+                               env=env, start_new_session=True)
     output = {"stdout": [], "stderr": []}
     trigger = row.send[1] if row.send and isinstance(row.send[1], str) else None
     seen = threading.Event()
@@ -342,6 +357,7 @@ def run_row(row, places, scratch):
             lines.append(line)
             if trigger is not None and trigger in line:
                 seen.set()
+        seen.set()  # the end of the output: the trigger will not come, the row's assertions say why
 
     readers = [threading.Thread(target=read, args=(getattr(process, name), lines), daemon=True)
                for name, lines in output.items()]
@@ -353,17 +369,23 @@ def run_row(row, places, scratch):
             seen.wait(row.timeout)
         else:
             time.sleep(row.send[1])
-        process.send_signal(getattr(signal, row.send[0]))
+        if process.poll() is None:
+            if row.group:
+                os.killpg(process.pid, getattr(signal, row.send[0]))
+            else:
+                process.send_signal(getattr(signal, row.send[0]))
     try:
         process.wait(max(deadline - time.monotonic(), 1))
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         pytest.fail(f"{row.name}: no end within {row.timeout} s\nstdout:\n{''.join(output['stdout'])}\n"
                     f"stderr:\n{''.join(output['stderr'])}")
     for reader in readers:
         reader.join(30)
-    return process.returncode, "".join(output["stdout"]), "".join(output["stderr"])
+    # As a shell reports it: a process ended by signal N (Python re-raises an unhandled SIGINT) gives 128 + N.
+    status = 128 - process.returncode if process.returncode < 0 else process.returncode
+    return status, "".join(output["stdout"]), "".join(output["stderr"])
 
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -419,3 +441,54 @@ def test_an_interrupted_run_resumes_from_what_it_named(world, tmp_path):
     resumed = run_script("train.py", "--data-path", places["data"], "--epochs", "2", "-b", "8", *CPU.split(),
                          *FAST_SIZES, "--output-dir", out, "--resume", resume, timeout=300)
     assert "[Epoch 1," in resumed.stdout
+
+
+def test_a_failed_checkpoint_write_is_one_line(world, tmp_path):
+    """A full disk or a quota (here: a 100 MB file-size limit, under one weights file) ends
+    the run with one line naming the checkpoint, not an OSError traceback."""
+    _, _, places = world
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (10**8, 10**8))  # noqa: E731
+    result = subprocess.run([sys.executable, "train.py", "--data-path", str(places["data"]), "--epochs", "1", "-b", "8",
+                             *CPU.split(), *FAST_SIZES, "--output-dir", str(tmp_path / "out")], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert re.search(r"^error: cannot write the checkpoint .*out/model_0: File too large$", result.stderr, re.M)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["metrics.jsonl"]
+
+
+def test_an_epoch_interrupted_in_its_evaluation_is_evaluated_on_resume(world, tmp_path):
+    """Interrupted after its checkpoint, before its evaluation: --resume evaluates that
+    epoch first, so the log has every epoch and best_model is that of an uninterrupted run."""
+    _, _, places = world
+    out = tmp_path / "out"
+    row = Row("interrupted as the evaluation starts", f"tests/signal_at.py evaluation SIGINT train.py --data-path "
+              f"{{data}} --epochs 2 -b 8 {CPU} {FAST} --output-dir {out}", 130, "")
+    status, _, err = run_row(row, places, tmp_path)
+    assert status == 130 and "epoch 0 is saved" in err, err[-3000:]
+    run_script("train.py", "--data-path", places["data"], "--epochs", "2", "-b", "8", *CPU.split(), *FAST_SIZES,
+               "--output-dir", out, "--resume", out, timeout=300)
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [record["epoch"] for record in evals] == [0, 1]
+    best = max(evals, key=lambda record: record["top1"])  # the first of equals, as train.py's strict ">" keeps
+    assert json.loads((out / "best_model.json").read_text()) == {"epoch": best["epoch"], "acc1": best["top1"]}
+
+
+def test_a_second_ctrl_c_does_not_cut_the_clean_up_short():
+    """People press Ctrl-C again when the first seems slow. The second came as another
+    KeyboardInterrupt inside the clean-up of the first (the loader's workers being joined):
+    a traceback, and workers left behind."""
+    interrupts = Interrupts().install()
+    try:
+        interrupts.release()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # during the clean-up
+            time.sleep(0.1)  # the handler has run by now
+        except KeyboardInterrupt:
+            pytest.fail("the second Ctrl-C raised inside the clean-up of the first")
+        assert interrupts.exit_status == 130
+    finally:
+        for signum in Interrupts.SIGNALS:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)

@@ -5,6 +5,7 @@ import builtins
 import collections
 import os
 import pickle
+import struct
 import subprocess
 
 import numpy as np
@@ -162,3 +163,63 @@ def test_previous_release_checkpoint_format_resumes(tmp_path):
     next_epoch, meta = checkpoint.load_training_checkpoint(tmp_path, layer, optimizer, scheduler)
     assert next_epoch == 5 and meta["epoch"] == 4
     np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected)
+
+
+def _ops(*parts):
+    """A protocol-2 pickle from opcode bytes and (for readability) ints as BININT."""
+    return b"\x80\x02" + b"".join(part if isinstance(part, bytes) else b"J" + struct.pack("<i", part) for part in parts)
+
+
+_U8 = b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x85R"  # dtype('u1') through the allow-list
+_NEW_ARRAY = b"cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R"  # numpy's own opening
+
+
+CONSTRUCTIONS = {
+    # ndarray(shape, dtype, buffer=another array): a view, then BUILD frees the viewed memory under it.
+    "view of an array": _ops(b"cnumpy\nndarray\n(", 64, b"\x85", _U8, b"cnumpy\nndarray\n(", 64, b"\x85", _U8,
+                             b"tRtR."),
+    # BUILD twice on one array: the second frees the data of the first, which a view may hold.
+    "array built twice": _ops(_NEW_ARRAY, b"(K\x01K\x02\x85", _U8, b"\x89C\x02abtb(K\x01K\x01\x85", _U8,
+                              b"\x89C\x01ctb."),
+    # tuple(array): rows of a 2-D array are views; tuple(bytearray(n)) costs 8n bytes from a few.
+    "tuple of an array": _ops(b"cbuiltins\ntuple\n", _NEW_ARRAY, b"(K\x01K\x02K\x02\x86", _U8,
+                              b"\x89C\x04abcdtb\x85R."),
+    "bytearray": _ops(b"cbuiltins\nbytearray\n", 1 << 24, b"\x85R."),
+}
+
+
+@pytest.mark.parametrize("name", CONSTRUCTIONS)
+def test_constructions_beyond_numbers_are_refused(name, tmp_path):
+    """Each of these made numpy read or write freed memory (a 1 KB .pdparams crashed
+    tools/predict.py with SIGSEGV, or corrupted malloc's lists while loading) or allocated
+    far more than the file holds."""
+    path = tmp_path / "evil.pdparams"
+    path.write_bytes(CONSTRUCTIONS[name])
+    with pytest.raises(safe_pickle.UnsafePickleError, match="refused"):
+        safe_pickle.load(path)
+
+
+def test_a_dtype_cannot_be_rebuilt_into_one_that_reads_past_its_array(tmp_path):
+    """dtype.__setstate__ on a float64 copy can give it a sub-array shape while its itemsize
+    stays 8: numpy then reads far past the data (heap contents, or SIGSEGV)."""
+    dtype = np.dtype("f8", False, True)
+    dtype.__setstate__((3, "<", (np.dtype("f8"), (100_000,)), None, None, -1, -1, 0))
+    array = np.ndarray.__new__(np.ndarray, (0,), "b")
+    array.__setstate__((1, (2,), dtype, False, np.array([1.5, 2.5]).tobytes()))
+    path = tmp_path / "evil.pdparams"
+    path.write_bytes(pickle.dumps({"w": array}, protocol=2))
+    loaded = safe_pickle.load(path)["w"]
+    assert loaded.dtype == np.float64 and loaded.dtype.subdtype is None
+    np.testing.assert_array_equal(np.ascontiguousarray(loaded.T), [1.5, 2.5])
+
+
+def test_shared_references_cost_what_the_file_holds(tmp_path):
+    """The pickle memo lets a file of a few hundred bytes refer to one list 2**60 times;
+    converting each reference anew never ends (20 levels: seconds). Shared objects stay shared."""
+    nested = [np.zeros(1, np.float32)]
+    for _ in range(20):
+        nested = [nested, nested]
+    path = tmp_path / "dag.pdparams"
+    path.write_bytes(pickle.dumps({"w": nested}, protocol=4))
+    loaded = safe_pickle.load(path)["w"]
+    assert loaded[0] is loaded[1]

@@ -10,6 +10,8 @@ reason are strings, which Paddle carries in a batch beside the arrays).
 
 import contextlib
 import logging
+import os
+import signal
 
 import numpy as np
 import paddle
@@ -52,6 +54,13 @@ def _collate(items):
         # element.
         batch["placeholder"] = np.zeros(1, dtype=np.int8)
     return batch
+
+
+def _exit_quietly_on_sigterm(worker_id):
+    # Paddle's worker loop gives SIGTERM a handler that dies of the signal, which the main
+    # process's SIGCHLD handler then reports as a SystemError, in the middle of the clean-up
+    # of the same SIGTERM sent to the whole process group (a scheduler stopping the job).
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
 class ImageLoader:
@@ -107,7 +116,7 @@ class ImageLoader:
 
     def _worker_batches(self):
         loader = paddle.io.DataLoader(self._samples, batch_sampler=self.batch_sampler, num_workers=self.num_workers,
-                                      collate_fn=_collate)
+                                      collate_fn=_collate, worker_init_fn=_exit_quietly_on_sigterm)
         batches = iter(loader)
         try:
             yield from batches
