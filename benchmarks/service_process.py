@@ -1,6 +1,7 @@
 """deploy/py_serving/web_service.py as a child process on a free loopback port, for the load
 benchmark and the tests."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -49,6 +50,23 @@ class ServiceProcess:
                     return
                 time.sleep(interval)
         raise RuntimeError(f"service not healthy after {timeout} s:\n{self.log()}")
+
+    def _proc(self, name):
+        return Path(f"/proc/{self.process.pid}/{name}").read_text()
+
+    def cpu_seconds(self):
+        """User + system CPU time of the service process so far, all its threads (Linux /proc)."""
+        fields = self._proc("stat").rsplit(")", 1)[1].split()  # the command name may contain spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def rss_bytes(self, field="VmRSS"):
+        """Resident memory now (``VmRSS``) or its peak since start or :meth:`reset_peak_rss` (``VmHWM``)."""
+        line = next(line for line in self._proc("status").splitlines() if line.startswith(field + ":"))
+        return int(line.split()[1]) * 1024
+
+    def reset_peak_rss(self):
+        """Start ``VmHWM`` again from the current resident size (Linux >= 4.0)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
     def stop(self, timeout=60.0):
         """SIGTERM, then the exit status; a process that ignores it is killed and RuntimeError raised."""
