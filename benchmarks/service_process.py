@@ -20,15 +20,32 @@ def free_port():
         return sock.getsockname()[1]
 
 
-class ServiceProcess:
-    """``web_service.py --port <free port> *args``, its output in ``log_path``."""
+def cpu_seconds(pid):
+    """User + system CPU time of process ``pid`` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
-    def __init__(self, *args, log_path):
+
+def memory_bytes(pid, field="VmRSS"):
+    """A size from /proc/<pid>/status: resident memory now (``VmRSS``), its peak (``VmHWM``), ..."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+class ServiceProcess:
+    """``web_service.py --port <free port> *args``, its output in ``log_path``; with
+    ``address_space_limit`` (bytes) the process cannot map more (``prlimit --as``): an
+    allocation beyond it fails inside the service instead of growing until the kernel's
+    OOM killer ends something on the machine."""
+
+    def __init__(self, *args, log_path, address_space_limit=None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.prediction_url = f"{self.base_url}/alexnet/prediction"
         self.log_path = Path(log_path)
         command = [sys.executable, str(WEB_SERVICE), "--port", str(self.port), *map(str, args)]
+        if address_space_limit is not None:
+            command = ["prlimit", f"--as={int(address_space_limit)}", *command]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -51,18 +68,11 @@ class ServiceProcess:
                 time.sleep(interval)
         raise RuntimeError(f"service not healthy after {timeout} s:\n{self.log()}")
 
-    def _proc(self, name):
-        return Path(f"/proc/{self.process.pid}/{name}").read_text()
-
     def cpu_seconds(self):
-        """User + system CPU time of the service process so far, all its threads (Linux /proc)."""
-        fields = self._proc("stat").rsplit(")", 1)[1].split()  # the command name may contain spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return cpu_seconds(self.process.pid)
 
     def rss_bytes(self, field="VmRSS"):
-        """Resident memory now (``VmRSS``) or its peak since start or :meth:`reset_peak_rss` (``VmHWM``)."""
-        line = next(line for line in self._proc("status").splitlines() if line.startswith(field + ":"))
-        return int(line.split()[1]) * 1024
+        return memory_bytes(self.process.pid, field)
 
     def reset_peak_rss(self):
         """Start ``VmHWM`` again from the current resident size (Linux >= 4.0)."""

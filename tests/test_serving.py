@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -25,6 +26,7 @@ from hostile_images import zero_png
 from paddlevision.device import usable_cpu_count
 from paddlevision.inference import PredictorOptions, create_predictor
 from paddlevision.pipeline import Preprocessor
+from paddlevision.serving.batching import DynamicBatcher, batch_sizes
 from paddlevision.serving.config import ConfigError, load_config
 from paddlevision.serving.protocol import ErrNo, build_request, error_response, format_probs, parse_prediction
 from peaked_model import save_peaked_weights
@@ -551,3 +553,92 @@ def test_overload_and_timeout_answers(exported, images, expected, tmp_path):
             assert metric(http, 'serving_errors_total{kind="timeout"}') == 1
     finally:
         server.stop()
+
+
+# --- The batcher alone, with a stand-in predictor (the interface of paddlevision.inference's) ---
+
+
+class RecordingPredictor:
+    """Answers each row with a one-hot of its first value, and records the batch shapes run."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def run(self, batch):
+        self.shapes.append(batch.shape)
+        return np.eye(64, dtype=np.float32)[batch[:, 0, 0, 0].astype(int)]
+
+
+def started_batcher(predictor, **settings):
+    batcher = DynamicBatcher(lambda: predictor, **{"workers": 1, "max_batch_size": 8, "max_wait_s": 0.05,
+                                                   "queue_limit": 64, "input_shape": (1, 1, 1), **settings})
+    batcher.start()
+    deadline = time.monotonic() + 10
+    while batcher.status()["ready_workers"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return batcher
+
+
+def classify_values(batcher, pool, values):
+    """One request of images whose 'decoded' array is its value; the class of each row."""
+    ticket = batcher.announce()
+    try:
+        ticket.admit(len(values))
+        ticket.track(pool.submit(ticket.decode, i, lambda v=v: np.full((1, 1, 1), v, np.float32))
+                     for i, v in enumerate(values))
+        return [int(row.argmax()) for row in asyncio.run(ticket.predictions())]
+    finally:
+        ticket.close()
+
+
+def test_batch_sizes_are_the_powers_of_two_below_the_maximum_and_it():
+    assert batch_sizes(32) == [1, 2, 4, 8, 16, 32]
+    assert batch_sizes(12) == [1, 2, 4, 8, 12]
+    assert batch_sizes(1) == [1]
+
+
+def test_the_predictor_runs_only_those_sizes_and_each_request_gets_its_rows():
+    predictor = RecordingPredictor()
+    batcher = started_batcher(predictor)
+    requests = [list(range(start, start + count)) for start, count in [(0, 3), (3, 5), (8, 7), (15, 1), (16, 6)]]
+    with ThreadPoolExecutor(2) as pool:
+        answers = []
+        threads = [threading.Thread(target=lambda r=r: answers.append((r, classify_values(batcher, pool, r))))
+                   for r in requests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    batcher.close()
+    assert sorted(answers) == sorted((r, r) for r in requests)
+    assert {shape[0] for shape in predictor.shapes} <= {1, 2, 4, 8}
+    assert predictor.shapes[: len(batch_sizes(8))] == [(size, 1, 1, 1) for size in batch_sizes(8)]  # the warm-up
+
+
+def test_closing_a_request_cancels_its_decodes_not_started_and_holds_its_room_while_one_runs():
+    batcher = started_batcher(RecordingPredictor())
+    running, release = threading.Event(), threading.Event()
+    decoded = []
+
+    def slow():
+        running.set()
+        release.wait(30)
+        decoded.append("slow")
+        return np.zeros((1, 1, 1), np.float32)
+
+    def fast():
+        decoded.append("fast")
+        return np.zeros((1, 1, 1), np.float32)
+
+    with ThreadPoolExecutor(1) as pool:
+        ticket = batcher.announce()
+        ticket.admit(3)
+        ticket.track([pool.submit(ticket.decode, 0, slow), pool.submit(ticket.decode, 1, fast),
+                      pool.submit(ticket.decode, 2, fast)])
+        assert running.wait(10)
+        ticket.close()  # e.g. the request's deadline passed
+        assert batcher.images_in_progress() == 3  # the running decode still holds the room
+        release.set()
+    assert decoded == ["slow"]  # the two decodes not started never ran
+    assert batcher.images_in_progress() == 0
+    batcher.close()

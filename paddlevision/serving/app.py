@@ -26,6 +26,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 from paddlevision import inference
 from paddlevision.image import ImageDecodeError, ImageTooLargeError
@@ -170,7 +171,6 @@ def create_app(config):
 
     app = FastAPI(title="AlexNet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.post(PREDICTION_PATH)
     async def predict(request: Request):
         started = time.perf_counter()
         client = _peer(request)
@@ -207,6 +207,10 @@ def create_app(config):
         metrics.requests.inc()
         metrics.latency.observe(time.perf_counter() - started)
         return response
+
+    # A Starlette route: the endpoint takes the request as it is, without FastAPI's
+    # per-request dependency solving.
+    app.router.routes.append(Route(PREDICTION_PATH, predict, methods=["POST"]))
 
     @app.get("/health")
     async def health():

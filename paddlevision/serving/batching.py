@@ -61,6 +61,7 @@ class DynamicBatcher:
         self._admitted = 0  # images holding room
         self._incoming = 0  # admitted images not decoded yet
         self._recent_load = collections.deque()  # (time, images and requests in progress), decreasing
+        self._expected = 0  # images a worker assembling a batch waits for
         self._closing = False
         self._ready_workers = 0
         self._failed = False
@@ -123,10 +124,8 @@ class DynamicBatcher:
                 if not self._queue:
                     return None
                 deadline = time.monotonic() + self._max_wait_s
-                expected = min(self._max_batch_size, self._recent_peak())
-                while len(self._queue) < self._max_batch_size and (
-                    self._announced + self._incoming > 0 or len(self._queue) < expected
-                ):
+                self._expected = self._recent_peak()
+                while not self._batch_ready():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -139,6 +138,19 @@ class DynamicBatcher:
                         batch.append((array, future))
                 if batch:
                     return batch
+
+    def _batch_ready(self):
+        """Whether a worker assembling a batch stops waiting: the batch is full, or nothing is
+        on its way and at least as many images are queued as recently in progress."""
+        return len(self._queue) >= self._max_batch_size or (
+            self._announced + self._incoming == 0 and len(self._queue) >= self._expected
+        )
+
+    def _wake_worker(self):
+        """Notify (under the lock) when a waiting worker has something to do: the first image
+        queued, or a batch ready; not at every image, each waking the worker's thread."""
+        if self._closing or len(self._queue) == 1 or (self._queue and self._batch_ready()):
+            self._cond.notify_all()
 
     def _note_load(self):
         """Record the images and announced requests in progress now (under the lock)."""
@@ -163,8 +175,9 @@ class DynamicBatcher:
     def _run(self, predictor, batch):
         arrays, futures = zip(*batch)
         size = min(size for size in self._batch_sizes if size >= len(arrays))
-        inputs = np.zeros((size, *self._input_shape), dtype=np.float32)
-        inputs[: len(arrays)] = arrays
+        inputs = np.empty((size, *self._input_shape), dtype=np.float32)
+        np.stack(arrays, out=inputs[: len(arrays)])
+        inputs[len(arrays) :] = 0
         try:
             probs = predictor.run(inputs)
         except Exception as err:  # noqa: BLE001 - the requests get the error, the worker lives on
@@ -233,7 +246,7 @@ class Ticket:
             if error is None and not self._closed:
                 batcher._queue.append((array, self.results[index], self))
             self._release_if_done()
-            batcher._cond.notify_all()
+            batcher._wake_worker()
         if error is not None:
             _set_exception(self.results[index], error)
 
@@ -256,7 +269,7 @@ class Ticket:
                 if any(ticket is self for _, _, ticket in batcher._queue):
                     batcher._queue = collections.deque(item for item in batcher._queue if item[2] is not self)
                 self._release_if_done()
-            batcher._cond.notify_all()
+            batcher._wake_worker()
         for job in self._jobs:
             job.cancel()
         for future in self.results:

@@ -28,7 +28,7 @@ class ServingConfig(BaseModel):
     workers: int = Field(1, ge=1, description="predictor threads, each with its own Paddle predictor")
     preprocess_threads: int = Field(2, ge=1, description="threads decoding base64 and images")
     max_batch_size: int = Field(32, ge=1, description="images per predictor run; 1 disables dynamic batching")
-    max_batch_wait_ms: float = Field(50.0, ge=0,
+    max_batch_wait_ms: float = Field(100.0, ge=0,
                                      description="how long a batch waits for images on their way or expected")
     queue_limit: int = Field(256, ge=1, description="images admitted and not yet answered; beyond it requests get 503")
     max_images_per_request: int = Field(32, ge=1,
