@@ -120,7 +120,8 @@ def _check_pixel_count(img, display_name, max_pixels, resize_size):
     for size_width, size_height, described in sizes:
         for limit, what in limits:
             if size_width * size_height > limit:
-                raise ImageTooLargeError(display_name, f"{described} = {size_width * size_height} pixels exceeds {what}")
+                pixels = size_width * size_height
+                raise ImageTooLargeError(display_name, f"{described} = {pixels} pixels exceeds {what}")
 
 
 def _to_rgb(img, display_name):

@@ -223,7 +223,8 @@ def test_refused_from_the_header_by_its_size_once_resized(width, height):
     """Within 40 Mpx decoded, but 262 Mpx and more once the shorter side is 256: refused
     before decoding (the header is all there is, so decoding would fail otherwise)."""
     header = png_header(width, height)
-    with pytest.raises(ImageTooLargeError, match=rf"{width}x{height} resized to \d+x\d+ = \d+ pixels exceeds max_pixels"):
+    resized = rf"{width}x{height} resized to \d+x\d+ = \d+ pixels exceeds max_pixels"
+    with pytest.raises(ImageTooLargeError, match=resized):
         load_image(header, max_pixels=40_000_000, resize_size=256)
     with pytest.raises(ImageDecodeError) as info:
         load_image(header, max_pixels=40_000_000)  # decoded size alone: allowed, so it gets to decoding
