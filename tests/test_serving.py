@@ -642,3 +642,27 @@ def test_closing_a_request_cancels_its_decodes_not_started_and_holds_its_room_wh
     assert decoded == ["slow"]  # the two decodes not started never ran
     assert batcher.images_in_progress() == 0
     batcher.close()
+
+
+def test_a_batch_waits_for_as_many_images_as_were_recently_in_progress_and_a_lone_one_does_not():
+    """A request of four images, then four one-image requests 20 ms apart (as clients whose
+    answers just went out come back): those still run as one batch of 4. After a quiet
+    second a lone request runs at once, although max_wait_s is 2 s."""
+    predictor = RecordingPredictor()
+    batcher = started_batcher(predictor, max_wait_s=2.0)
+    warm_up_runs = len(predictor.shapes)
+    with ThreadPoolExecutor(2) as pool:
+        assert classify_values(batcher, pool, [0, 1, 2, 3]) == [0, 1, 2, 3]
+        del predictor.shapes[warm_up_runs:]
+        threads = [threading.Thread(target=classify_values, args=(batcher, pool, [i])) for i in range(4)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.02)
+        for thread in threads:
+            thread.join(30)
+        assert [shape[0] for shape in predictor.shapes[warm_up_runs:]] == [4]
+        time.sleep(1.2)
+        started = time.monotonic()
+        assert classify_values(batcher, pool, [7]) == [7]
+        assert time.monotonic() - started < 1.0
+    batcher.close()

@@ -154,9 +154,12 @@ def create_app(config):
         return await ticket.predictions()
 
     def error_answer(err, logid, client, headers=None):
+        """The answer for ``err``; what only the log gets (the detail) is logged at INFO, the
+        rest (not ready, busy, timed out: counted in the metrics) at DEBUG."""
         metrics.errors.labels(kind=err.err_no.name.lower()).inc()
-        logger.info("%s logid=%s: %s %d%s%s", client, logid, err.err_no.name, err.err_no,
-                    "" if err.index is None else f" at value[{err.index}]", f": {err.detail!r}" if err.detail else "")
+        logger.log(logging.INFO if err.detail else logging.DEBUG, "%s logid=%s: %s %d%s%s", client, logid,
+                   err.err_no.name, err.err_no, "" if err.index is None else f" at value[{err.index}]",
+                   f": {err.detail!r}" if err.detail else "")
         return render(error_response(err.err_no, logid, err.index), headers)
 
     @asynccontextmanager
