@@ -200,10 +200,9 @@ def create_app(config):
             metrics.disconnects.inc()
             logger.info("%s: disconnected before its request arrived", client)
             response = Response(status_code=400, headers=CLOSE)  # nobody is there to read it
-        except Exception as err:  # noqa: BLE001 - one request's failure must not take the service down
+        except Exception:  # noqa: BLE001 - one request's failure must not take the service down
             logger.exception("%s logid=%s: prediction request failed", client, logid)
-            response = error_answer(ProtocolError(ErrNo.INTERNAL, detail=repr(err)), logid, client,
-                                    None if body_read else CLOSE)
+            response = error_answer(ProtocolError(ErrNo.INTERNAL), logid, client, None if body_read else CLOSE)
         finally:
             if ticket is not None:
                 ticket.close()

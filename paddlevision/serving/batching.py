@@ -26,8 +26,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-
-RECENT_LOAD_S = 1.0
+RECENT_LOAD_S = 1.0  # how far back "recently in progress" looks
 
 
 class QueueFullError(RuntimeError):
@@ -193,7 +192,7 @@ class DynamicBatcher:
 class Ticket:
     """One request's claim on the batcher, from :meth:`DynamicBatcher.announce` to
     :meth:`close`: :meth:`admit` its images, :meth:`decode` each of them in a decode
-    thread, await :attr:`results`."""
+    thread (:meth:`track` those jobs), await :meth:`predictions`."""
 
     def __init__(self, batcher):
         self._batcher = batcher
