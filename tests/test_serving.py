@@ -523,13 +523,14 @@ def test_command_line_errors_are_one_line(tmp_path):
 
 
 def test_overload_and_timeout_answers(exported, images, expected, tmp_path):
-    """Four 40-Mpx images decoded one at a time outlast a 0.5 s deadline: 504, while their
-    room in the queue (queue_limit 4) refuses another request with 503; the room is freed
-    once the decode running at the deadline ends, and the service answers again."""
+    """Six 40-Mpx images decoded one at a time (about 0.25 s each) outlast a 1 s deadline:
+    504, while their room in the queue (queue_limit 6) refuses another request with 503;
+    the room is freed once the decode running at the deadline ends, and the service answers
+    again."""
     server = ServiceProcess("--model-dir", exported, *SERVICE_FLAGS, "--max-image-pixels", "40000000",
-                            "--queue-limit", "4", "--max-images-per-request", "4", "--preprocess-threads", "1",
-                            "--request-timeout-s", "0.5", log_path=tmp_path / "s.log")
-    slow = [zero_png(6324, 6324)] * 4
+                            "--queue-limit", "6", "--max-images-per-request", "6", "--preprocess-threads", "1",
+                            "--request-timeout-s", "1", "--max-batch-wait-ms", "0", log_path=tmp_path / "s.log")
+    slow = [zero_png(6324, 6324)] * 6
     try:
         server.wait_healthy()
         with httpx.Client(base_url=server.base_url, timeout=60.0) as http:
@@ -537,7 +538,7 @@ def test_overload_and_timeout_answers(exported, images, expected, tmp_path):
             request = threading.Thread(target=lambda: answers.append(predict(httpx, slow, url=server.prediction_url)))
             request.start()
             deadline = time.monotonic() + 10
-            while metric(http, "serving_images_in_progress") < 4 and time.monotonic() < deadline:
+            while metric(http, "serving_images_in_progress") < 6 and time.monotonic() < deadline:
                 time.sleep(0.01)
             overloaded = predict(http, images[:1])
             request.join(30)
