@@ -1,6 +1,7 @@
 """deploy/py_serving/web_service.py as a child process on a free loopback port, for the load
 benchmark and the tests."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -19,15 +20,32 @@ def free_port():
         return sock.getsockname()[1]
 
 
-class ServiceProcess:
-    """``web_service.py --port <free port> *args``, its output in ``log_path``."""
+def cpu_seconds(pid):
+    """User + system CPU time of process ``pid`` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # the name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
-    def __init__(self, *args, log_path):
+
+def memory_bytes(pid, field="VmRSS"):
+    """A size from /proc/<pid>/status: resident memory now (``VmRSS``), its peak (``VmHWM``), ..."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+class ServiceProcess:
+    """``web_service.py --port <free port> *args``, its output in ``log_path``; with
+    ``address_space_limit`` (bytes) the process cannot map more (``prlimit --as``): an
+    allocation beyond it fails inside the service instead of growing until the kernel's
+    OOM killer ends something on the machine."""
+
+    def __init__(self, *args, log_path, address_space_limit=None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.prediction_url = f"{self.base_url}/alexnet/prediction"
         self.log_path = Path(log_path)
         command = [sys.executable, str(WEB_SERVICE), "--port", str(self.port), *map(str, args)]
+        if address_space_limit is not None:
+            command = ["prlimit", f"--as={int(address_space_limit)}", *command]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -49,6 +67,16 @@ class ServiceProcess:
                     return
                 time.sleep(interval)
         raise RuntimeError(f"service not healthy after {timeout} s:\n{self.log()}")
+
+    def cpu_seconds(self):
+        return cpu_seconds(self.process.pid)
+
+    def rss_bytes(self, field="VmRSS"):
+        return memory_bytes(self.process.pid, field)
+
+    def reset_peak_rss(self):
+        """Start ``VmHWM`` again from the current resident size (Linux >= 4.0)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
     def stop(self, timeout=60.0):
         """SIGTERM, then the exit status; a process that ignores it is killed and RuntimeError raised."""

@@ -8,14 +8,23 @@ from paddlevision.transforms.presets import EVAL_CROP_SIZE, EVAL_RESIZE_SIZE, Cl
 
 
 class Preprocessor:
-    """Image (path or bytes) → float32 CHW array through the evaluation preset."""
+    """Image (path or bytes) → float32 CHW array through the evaluation preset. An image
+    with more pixels than ``max_pixels`` (default: PIL's decompression-bomb limit), as
+    decoded or once resized to ``resize_size``, is refused before it is decoded.
+
+    The whole image is resized, then cropped, as torchvision does: resampling only the crop
+    (``Image.resize(box=...)``) differs from it by one level in most pixels with Pillow 13,
+    whose box is float32 and whose order of the two resampling passes depends on the
+    output size."""
 
     def __init__(self, resize_size=EVAL_RESIZE_SIZE, crop_size=EVAL_CROP_SIZE, max_pixels=None):
         self.transform = ClassificationPresetEval(crop_size=crop_size, resize_size=resize_size)
+        self.resize_size = resize_size
         self.max_pixels = max_pixels
 
     def __call__(self, source, name=None):
-        return self.transform(load_image(source, name=name, max_pixels=self.max_pixels))
+        image = load_image(source, name=name, max_pixels=self.max_pixels, resize_size=self.resize_size)
+        return self.transform(image)
 
     def batch(self, sources):
         return np.stack([self(source) for source in sources])

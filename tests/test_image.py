@@ -3,13 +3,17 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from hostile_images import png_header, zero_png
 from paddlevision.image import IMG_EXTENSIONS, ImageDecodeError, ImageTooLargeError, has_image_extension, load_image
+from paddlevision.pipeline import Preprocessor
+from paddlevision.transforms import ClassificationPresetEval
 
 
 def save(image, path, **kwargs):
@@ -188,3 +192,73 @@ def test_extensions_match_case_insensitively():
     assert has_image_extension("n01440764_10026.JPEG")
     assert has_image_extension("scan.TiF")
     assert not has_image_extension("labels.txt")
+
+
+@pytest.mark.parametrize(
+    "fmt, kwargs",
+    [("JPEG", {}), ("PNG", {}), ("BMP", {}), ("PPM", {}), ("TIFF", {}), ("WEBP", {"lossless": True}),
+     ("MPO", {"save_all": True})],  # MPO: what cameras write in .jpg files, read by PIL's JPEG decoder
+)
+def test_the_formats_of_the_image_extensions_are_decoded(fmt, kwargs):
+    image = load_image(encoded(gradient_rgb(), fmt, **kwargs))
+    assert_rgb(image, (32, 24))
+
+
+@pytest.mark.parametrize("mode", ["L", "1"])
+def test_pgm_and_pbm_are_decoded(mode):
+    assert_rgb(load_image(encoded(gradient_rgb().convert(mode), "PPM")), (32, 24))
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "ICO", "TGA", "PCX", "SGI", "JPEG2000", "EPS"])
+def test_other_formats_pil_knows_are_not_decoded(fmt):
+    """PIL registers 43 formats (EPS through Ghostscript among them); only those of
+    IMG_EXTENSIONS are tried, whatever the content."""
+    data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 24\n" if fmt == "EPS" else encoded(gradient_rgb(), fmt)
+    with pytest.raises(ImageDecodeError, match="upload: not an image in a format PIL can read"):
+        load_image(data, name="upload")
+
+
+@pytest.mark.parametrize("width, height", [(400_000, 100), (100, 400_000), (40_000_000, 1), (2_000_000, 20)])
+def test_refused_from_the_header_by_its_size_once_resized(width, height):
+    """Within 40 Mpx decoded, but 262 Mpx and more once the shorter side is 256: refused
+    before decoding (the header is all there is, so decoding would fail otherwise)."""
+    header = png_header(width, height)
+    resized = rf"{width}x{height} resized to \d+x\d+ = \d+ pixels exceeds max_pixels"
+    with pytest.raises(ImageTooLargeError, match=resized):
+        load_image(header, max_pixels=40_000_000, resize_size=256)
+    with pytest.raises(ImageDecodeError) as info:
+        load_image(header, max_pixels=40_000_000)  # decoded size alone: allowed, so it gets to decoding
+    assert not isinstance(info.value, ImageTooLargeError)
+    with pytest.raises(ImageTooLargeError, match="PIL's decompression-bomb limit"):
+        Preprocessor(256, 224)(header)  # the runners' default bound
+
+
+def test_a_wide_image_within_the_bound_is_preprocessed_as_the_preset_does():
+    image = gradient_rgb(2000, 100)  # resized to 5120x256
+    expected = ClassificationPresetEval(crop_size=224, resize_size=256)(image)
+    np.testing.assert_array_equal(Preprocessor(256, 224, max_pixels=40_000_000)(encoded(image, "PNG")), expected)
+
+
+def test_16bit_values_map_to_8bit_as_rint_of_v_times_255_over_65535():
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    image = load_image(encoded(Image.fromarray(values), "PNG"))
+    np.testing.assert_array_equal(np.asarray(image)[..., 0], np.rint(values * (255 / 65535)).astype(np.uint8))
+
+
+def numpy_peak_bytes(function):
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_16bit_and_float_images_convert_without_float64_copies_of_the_image():
+    """A 2-Mpx 16-bit PNG: a copy of its samples and the 8-bit result, not float64 arrays
+    of the whole image (8 bytes per pixel each); float images go through float64 a few rows
+    at a time."""
+    sixteen_bit = zero_png(2000, 1000, bit_depth=16)
+    assert numpy_peak_bytes(lambda: load_image(sixteen_bit)) < 6 * 2_000_000
+    floats = encoded(Image.fromarray(np.full((4000, 1000), 0.5, np.float32), "F"), "TIFF")
+    assert numpy_peak_bytes(lambda: load_image(floats)) < 12 * 4_000_000
