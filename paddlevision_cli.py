@@ -44,7 +44,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors are one line, ``error: …``, exit status 2."""
 
     def error(self, message):
-        self.exit(2, f"error: {message} (python {self.prog} --help lists the options)\n")
+        self.exit(2, f"error: {message} (--help lists the options)\n")
 
 
 def run_command(interrupts, command):

@@ -8,7 +8,11 @@ A service still starting is waited for up to --wait seconds. Exit status 1 if an
 has a non-zero err_no or the service cannot be reached.
 """
 
-import argparse
+from paddlevision.interrupts import Interrupts
+
+if __name__ == "__main__":  # before the slow imports: Ctrl-C during them ends in one line too
+    INTERRUPTS = Interrupts().install()
+
 import json
 import os
 import sys
@@ -19,12 +23,13 @@ import httpx
 
 from paddlevision.batch_predict import expand_image_paths
 from paddlevision.serving.protocol import RESPONSE_FIELDS, ErrNo, build_request
+from paddlevision_cli import ArgumentParser, run_command
 
 POLL_INTERVAL_S = 0.25
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="Client of the AlexNet HTTP service")
+    parser = ArgumentParser(description="Client of the AlexNet HTTP service")
     parser.add_argument("--img-path", default="./images/demo.jpg",
                         help="an image, a directory (searched recursively) or a glob")
     parser.add_argument("--url", default="http://127.0.0.1:18080/alexnet/prediction",
@@ -100,4 +105,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run_command(INTERRUPTS, lambda: main(get_args_parser().parse_args())))

@@ -16,6 +16,7 @@ import yaml
 from paddlevision.inference import ModelDirError, UnsupportedOptionError
 from paddlevision.serving.app import serve
 from paddlevision.serving.config import ConfigError, ServingConfig, load_config
+from paddlevision_cli import ArgumentParser
 
 
 def yaml_scalar(text):
@@ -27,7 +28,7 @@ def yaml_scalar(text):
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(description="AlexNet HTTP service (Paddle Serving pipeline protocol)")
+    parser = ArgumentParser(description="AlexNet HTTP service (Paddle Serving pipeline protocol)")
     parser.add_argument("--config", default=str(Path(__file__).resolve().parent / "config.yml"),
                         help="YAML file of settings (default: config.yml next to this script)")
     for name, field in ServingConfig.model_fields.items():
