@@ -226,7 +226,9 @@ def launch_within(tmp_path, script_args, timeout, nproc=2):
     marker = f"{uuid.uuid4().hex}"
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
                str(tmp_path / "launch_logs"), *map(str, script_args)]
-    launcher = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PADDLEVISION_TEST_RUN": marker},
+    # PYTHONPATH: a script outside the repository (a test's driver) imports train.py and utils as the scripts do.
+    launcher = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "PADDLEVISION_TEST_RUN": marker,
+                                                            "PYTHONPATH": str(REPO_ROOT)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = launcher.communicate(timeout=timeout)
@@ -331,7 +333,7 @@ def test_ranks_with_unreadable_batches_stay_equal_and_step_as_one_process(lite_d
     driver = tmp_path / "driver.py"
     driver.write_text(LOCKSTEP_DRIVER)
     args = [data, tmp_path, json.dumps(plan)]
-    run_script(driver, *args, timeout=300)
+    run_script(driver, *args, timeout=300, env={"PYTHONPATH": str(REPO_ROOT)})
     launch_within(tmp_path, [driver, *args], timeout=300)
     one, rank0, rank1 = (np.load(tmp_path / name) for name in ("rank0_of_1.npz", "rank0_of_2.npz", "rank1_of_2.npz"))
     for name in one.files:
