@@ -113,6 +113,8 @@ def create_app(config):
     def create_predictor():
         predictor = inference.create_predictor(config.model_dir, options)
         logger.info("%s: %s; %s", threading.current_thread().name, predictor.summary, wait_policy)
+        for warning in predictor.warnings:  # e.g. a full-range int8 model on a CPU without VNNI
+            logger.warning("%s: %s", threading.current_thread().name, warning)
         return predictor
 
     metrics = Metrics(lambda: batcher.images_in_progress())
