@@ -146,7 +146,8 @@ FAULTS = [
     ("paddle2onnx pooling at 288", export_module, "_fixed_bin_pools", lambda model, sizes: nullcontext(model), 288,
      r"error: ONNX Runtime computes other probabilities than the model: max \|diff\| \S+ .*model is as it was"),
     ("paddle weights unreadable", paddle.jit, "save", truncating_save(paddle.jit.save), 64,
-     r"error: Paddle Inference cannot load or run the exported model: .*model is as it was"),
+     r"error: (Paddle Inference cannot load or run the exported model: .*|cannot load the weights "
+     r".*/inference\.pdiparams .*)model is as it was"),
     ("onnx unreadable", paddle2onnx, "export", lambda *args, **kwargs: b"not onnx", 64,
      r"error: ONNX Runtime cannot load .*/model/inference\.onnx: .*; the new export was discarded and .*/model is "
      r"as it was"),
@@ -176,12 +177,10 @@ def test_interrupted_export_keeps_the_earlier_one(tmp_path, monkeypatch, capsys,
     before = snapshot(model_dir)
     capsys.readouterr()
     monkeypatch.setattr(paddle2onnx, "export", raising(KeyboardInterrupt()))
-    try:
-        status = small_export(model_dir, "--onnx")
-    except KeyboardInterrupt:  # would end the test session
-        pytest.fail("KeyboardInterrupt escaped export_model.main")
-    assert status == 130
-    assert capsys.readouterr().err == f"interrupted: nothing was written, {model_dir} is as it was\n"
+    # main lets the interrupt go, with a note that run_command prints as the "interrupted:" line
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        small_export(model_dir, "--onnx")
+    assert interrupted.value.__notes__ == [f"nothing was written, {model_dir} is as it was"]
     assert snapshot(model_dir) == before
     assert os.listdir(tmp_path) == ["model"]
 
