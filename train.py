@@ -265,7 +265,7 @@ def make_loaders(dataset, dataset_test, batch_size, workers, skip_bad_images):
 
 
 # The names train.py writes into --output-dir; a new training never writes over another's.
-RUN_FILES = re.compile(r"(model_\d+|latest|best_model)\.(pdparams|pdopt|json)|metrics\.jsonl")
+RUN_FILES = re.compile(r"(model_\d+|latest)\.(pdparams|pdopt)|best_model\.(pdparams|json)|metrics\.jsonl")
 EPOCH_CHECKPOINT = re.compile(r"model_(\d+)\.(pdparams|pdopt)")
 
 
@@ -344,11 +344,32 @@ def recorded_evaluations(run_dir, last_epoch):
     return evaluations
 
 
+def resumed_best_acc1(args, model, criterion, data_loader_test, amp_dtype, metrics, interrupts):
+    """The best top-1 up to the resumed epoch, from the run's log; the resumed epoch is
+    evaluated first if its evaluation never finished, and ``best_model`` is pointed at the
+    best epoch, so that a resumed run ends as an uninterrupted one would."""
+    resume_prefix, resumed_epoch = checkpoint.resolve_resume_prefix(args.resume), args.start_epoch - 1
+    evaluations = recorded_evaluations(Path(resume_prefix).parent, resumed_epoch)
+    # Decided by all ranks together: the log is rank 0's, and an evaluation that only some
+    # ranks entered would wait for the others for ever.
+    if utils.reduce_across_processes([resumed_epoch not in evaluations])[0]:
+        evaluations[resumed_epoch], _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype,
+                                                    metrics, epoch=resumed_epoch)
+    best_acc1 = max(evaluations.values())
+    best_epoch = min(epoch for epoch, acc1 in evaluations.items() if acc1 == best_acc1)  # the first to reach it
+    best_prefix = (resume_prefix if best_epoch == resumed_epoch  # the resumed files may have another name
+                   else str(Path(resume_prefix).parent / f"model_{best_epoch}"))
+    if Path(best_prefix + ".pdparams").is_file():  # else pruned by --keep-checkpoints after it was recorded
+        with interrupts.deferred():
+            record_best_model(args.output_dir, best_prefix, best_epoch, best_acc1)
+    return best_acc1
+
+
 def resume_hint(saved, args):
     """What a failed or interrupted run leaves to continue from, for its last line."""
     if saved:
         prefix, epoch = saved
-        return f"epoch {epoch} is saved in {prefix}: add --resume {prefix} to the command to continue"
+        return f"epoch {epoch} is saved in {prefix}: run the command again with --resume {prefix} to continue"
     if not args.output_dir:
         return "no checkpoint is written with --output-dir ''"
     if args.resume:
@@ -418,20 +439,7 @@ def main(args, interrupts=None):
         args.start_epoch, _ = checkpoint.load_training_checkpoint(
             args.resume, model, optimizer, lr_scheduler, scaler, rank=args.rank
         )
-        resume_prefix, resumed_epoch = checkpoint.resolve_resume_prefix(args.resume), args.start_epoch - 1
-        evaluations = recorded_evaluations(Path(resume_prefix).parent, resumed_epoch)
-        # The run stopped between this checkpoint and its evaluation. Decided by all ranks together: the log is
-        # rank 0's, and an evaluation that only some ranks entered would wait for the others for ever.
-        if utils.reduce_across_processes([resumed_epoch not in evaluations])[0]:
-            evaluations[resumed_epoch], _, _ = evaluate(model, criterion, data_loader_test, args.print_freq, amp_dtype,
-                                                        metrics, epoch=resumed_epoch)
-        best_acc1 = max(evaluations.values())
-        best_epoch = min(epoch for epoch, acc1 in evaluations.items() if acc1 == best_acc1)  # the first to reach it
-        best_prefix = resume_prefix if best_epoch == resumed_epoch else str(Path(resume_prefix).parent /
-                                                                             f"model_{best_epoch}")
-        if Path(best_prefix + ".pdparams").is_file():  # else pruned by --keep-checkpoints, after it was recorded
-            with interrupts.deferred():
-                record_best_model(args.output_dir, best_prefix, best_epoch, best_acc1)
+        best_acc1 = resumed_best_acc1(args, model, criterion, data_loader_test, amp_dtype, metrics, interrupts)
     elif args.start_epoch:
         lr_scheduler.step(args.start_epoch)
     if args.start_epoch >= args.epochs:
@@ -518,7 +526,8 @@ def get_args_parser(add_help=True):
                         help="start epoch (set from the checkpoint on --resume)")
     parser.add_argument("--test-only", action="store_true", help="only evaluate the model on val/")
     parser.add_argument("--pretrained", default=None,
-                        help="initial weights: a .pdparams/.pth path, an http(s) URL or 'alexnet' for the published ones")
+                        help="initial weights: a .pdparams/.pth path, an http(s) URL or 'alexnet' for the published "
+                             "ones")
     parser.add_argument("--num-classes", default=None, type=at_least(1),
                         help="number of classes (default: class folders)")
     parser.add_argument("--auto-augment", default=None, choices=AUTO_AUGMENT_POLICIES, help="auto augment policy")

@@ -91,7 +91,8 @@ ROWS = [
     # train.py: files and directories
     Row("train missing --data-path", f"train.py --data-path {{scratch}}/nowhere {CPU}", 1,
         r"error: --data-path .*nowhere: no such directory"),
-    Row("train --data-path a file", f"train.py --data-path {{a_file}} {CPU}", 1, r"error: --data-path .*: not a directory"),
+    Row("train --data-path a file", f"train.py --data-path {{a_file}} {CPU}", 1,
+        r"error: --data-path .*: not a directory"),
     Row("train --data-path empty", f"train.py --data-path {{empty_dir}} {CPU} --output-dir {{scratch}}/out", 1,
         r"error: --data-path .*: expected train/ class folders or a train_list.txt, found neither"),
     Row("train --pretrained missing", f"train.py --data-path {{data}} --pretrained {{scratch}}/none.pdparams {CPU} "
@@ -123,7 +124,7 @@ ROWS = [
     Row("train corrupt val image", f"train.py --data-path {{bad_val_data}} --epochs 1 -b 8 {CPU} {FAST} "
         "--output-dir {scratch}/out", 1,
         r"error: cannot decode image .*bad_val_data/val/cat/broken\.jpg: .* \(--skip-bad-images skips unreadable "
-        r"images\); epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
+        r"images\); epoch 0 is saved in .*out/model_0: run the command again with --resume .*out/model_0 to continue"),
     # train.py --test-only
     Row("test-only without weights", f"train.py --test-only --data-path {{data}} {CPU}", 1,
         r"error: --test-only needs the weights to evaluate: --pretrained FILE or --resume CHECKPOINT"),
@@ -149,17 +150,21 @@ ROWS = [
         "--output-dir {scratch}/out", 143, r"interrupted: no epoch finished, so no checkpoint was saved",
         send=("SIGTERM", "[Epoch 0, iter: 0]")),
     Row("train SIGTERM to the process group mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 "
-        f"{CPU} {FAST} --output-dir {{scratch}}/out", 143, r"interrupted: no epoch finished, so no checkpoint was saved",
+        f"{CPU} {FAST} --output-dir {{scratch}}/out", 143,
+        r"interrupted: no epoch finished, so no checkpoint was saved",
         send=("SIGTERM", "[Epoch 0, iter: 0]"), group=True),
     Row("train SIGINT to the process group mid-step", f"train.py --data-path {{data}} --epochs 2 -b 8 --print-freq 1 "
-        f"{CPU} {FAST} --output-dir {{scratch}}/out", 130, r"interrupted: no epoch finished, so no checkpoint was saved",
+        f"{CPU} {FAST} --output-dir {{scratch}}/out", 130,
+        r"interrupted: no epoch finished, so no checkpoint was saved",
         send=("SIGINT", "[Epoch 0, iter: 0]"), group=True),
     Row("train SIGINT at the epoch boundary", f"tests/signal_at.py epoch-end SIGINT train.py --data-path {{data}} "
         f"--epochs 2 -b 8 {CPU} {FAST} --output-dir {{scratch}}/out", 130,
-        r"interrupted: epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
+        r"interrupted: epoch 0 is saved in .*out/model_0: run the command again with --resume .*out/model_0 to "
+        r"continue"),
     Row("train SIGINT during a save", f"tests/signal_at.py save SIGINT train.py --data-path {{data}} --epochs 2 -b 8 "
         f"{CPU} {FAST} --output-dir {{scratch}}/out", 130,
-        r"interrupted: epoch 0 is saved in .*out/model_0: add --resume .*out/model_0 to the command to continue"),
+        r"interrupted: epoch 0 is saved in .*out/model_0: run the command again with --resume .*out/model_0 to "
+        r"continue"),
     # tools/predict.py
     Row("predict hostile weights", f"tools/predict.py --pretrained {{evil_weights}} {CPU}", 1,
         rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL} while loading: refused.*"),
@@ -173,12 +178,14 @@ ROWS = [
         r"error: --img-path .*none\.jpg: No such file or directory"),
     Row("predict corrupt image", f"tools/predict.py --pretrained {{weights}} --img-path {{corrupt_image}} {CPU}", 1,
         r"error: cannot decode image .*broken\.jpg: .*"),
-    Row("predict --topk 0", f"tools/predict.py --pretrained {{weights}} --topk 0 {CPU}", 2, r"error: argument --topk: .*"),
+    Row("predict --topk 0", f"tools/predict.py --pretrained {{weights}} --topk 0 {CPU}", 2,
+        r"error: argument --topk: .*"),
     Row("predict --crop-size 10", f"tools/predict.py --pretrained {{weights}} --crop-size 10", 2,
         r"error: argument --crop-size: must be at least 63, got 10 .*"),
     Row("predict --device tpu", f"tools/predict.py --pretrained {{weights}} --device tpu", 2,
         r"error: argument --device: expected cpu, gpu or gpu:N, got 'tpu' .*"),
-    Row("predict SIGINT during start-up", f"tests/signal_at.py startup SIGINT tools/predict.py --pretrained {{weights}} "
+    Row("predict SIGINT during start-up", f"tests/signal_at.py startup SIGINT tools/predict.py --pretrained "
+        f"{{weights}} "
         f"{CPU}", 130, r"interrupted: stopped before the end"),
     # tools/export_model.py
     Row("export SIGINT during start-up", "tests/signal_at.py startup SIGINT tools/export_model.py --pretrained "
@@ -190,7 +197,8 @@ ROWS = [
     Row("export truncated weights", f"tools/export_model.py --pretrained {{truncated_weights}} --model-dir "
         "{scratch}/m", 1, r"error: --pretrained: cannot read .*truncated\.pdparams: truncated .*"),
     Row("export over a directory that is not an export", f"tools/export_model.py --pretrained {{weights}} "
-        "--model-dir {precious_dir}", 1, r"error: --model-dir: .*precious holds files an export does not write \(notes\.txt\); .*"),
+        "--model-dir {precious_dir}", 1,
+        r"error: --model-dir: .*precious holds files an export does not write \(notes\.txt\); .*"),
     Row("export --crop-size 10", f"tools/export_model.py --pretrained {{weights}} --crop-size 10 --model-dir "
         "{scratch}/m", 2, r"error: argument --crop-size/--img-size: must be at least 63, got 10 .*"),
     # tools/quantize_model.py
@@ -217,7 +225,8 @@ ROWS = [
         r"error: --model-dir.*none.*"),
     Row("onnx infer truncated onnx", f"deploy/onnx/infer.py --model-dir {{truncated_model}}", 1,
         r"error: .*inference\.onnx.*"),
-    Row("onnx infer --topk 0", f"deploy/onnx/infer.py --model-dir {{model}} --topk 0", 2, r"error: argument --topk: .*"),
+    Row("onnx infer --topk 0", f"deploy/onnx/infer.py --model-dir {{model}} --topk 0", 2,
+        r"error: argument --topk: .*"),
     # the service and its client
     Row("serve missing model dir", "deploy/py_serving/web_service.py --model-dir {scratch}/none --port 18999", 1,
         r"error: .*none.*"),
@@ -315,7 +324,8 @@ def world(module_tmp, lite_data, trained_run, exported_model):
         "data": w / "data", "bad_train_data": w / "bad_train_data", "bad_val_data": w / "bad_val_data",
         "run": run, "weights": run / "latest.pdparams", "evil_weights": files / "evil.pdparams",
         "empty_weights": files / "empty.pdparams", "truncated_weights": files / "truncated.pdparams",
-        "image_weights": files / "image.pdparams", "evil_pth": files / "evil.pth", "evil_run": w / "evil_run", "truncated_run": w / "truncated_run",
+        "image_weights": files / "image.pdparams", "evil_pth": files / "evil.pth", "evil_run": w / "evil_run",
+        "truncated_run": w / "truncated_run",
         "a_file": files / "a_file", "empty_dir": w / "empty_dir", "precious_dir": w / "precious",
         "corrupt_image": files / "broken.jpg", "empty_metrics": files / "empty.jsonl",
         "truncated_metrics": files / "truncated.jsonl", "image_metrics": files / "image.jsonl",
@@ -437,7 +447,7 @@ def test_an_interrupted_run_resumes_from_what_it_named(world, tmp_path):
               f"{{data}} --epochs 2 -b 8 {CPU} {FAST} --output-dir {out}", 130, "")
     status, _, err = run_row(row, places, tmp_path)
     assert status == 130
-    resume = re.search(r"add --resume (\S+) to the command", err).group(1)
+    resume = re.search(r"again with --resume (\S+) to continue", err).group(1)
     resumed = run_script("train.py", "--data-path", places["data"], "--epochs", "2", "-b", "8", *CPU.split(),
                          *FAST_SIZES, "--output-dir", out, "--resume", resume, timeout=300)
     assert "[Epoch 1," in resumed.stdout
