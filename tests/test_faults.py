@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -180,9 +179,9 @@ ROWS = [
         r"error: cannot decode image .*broken\.jpg: .*"),
     Row("predict --topk 0", f"tools/predict.py --pretrained {{weights}} --topk 0 {CPU}", 2,
         r"error: argument --topk: .*"),
-    Row("predict --crop-size 10", f"tools/predict.py --pretrained {{weights}} --crop-size 10", 2,
+    Row("predict --crop-size 10", "tools/predict.py --pretrained {weights} --crop-size 10", 2,
         r"error: argument --crop-size: must be at least 63, got 10 .*"),
-    Row("predict --device tpu", f"tools/predict.py --pretrained {{weights}} --device tpu", 2,
+    Row("predict --device tpu", "tools/predict.py --pretrained {weights} --device tpu", 2,
         r"error: argument --device: expected cpu, gpu or gpu:N, got 'tpu' .*"),
     Row("predict SIGINT during start-up", f"tests/signal_at.py startup SIGINT tools/predict.py --pretrained "
         f"{{weights}} "
@@ -192,28 +191,28 @@ ROWS = [
         "{weights} --model-dir {scratch}/m", 130, r"interrupted: stopped before the end"),
     Row("export SIGTERM after 2 s", "tools/export_model.py --pretrained {weights} --model-dir {scratch}/m --onnx",
         143, r"interrupted: (stopped before the end|nothing was written, .*/m is as it was)", send=("SIGTERM", 2.0)),
-    Row("export hostile weights", f"tools/export_model.py --pretrained {{evil_weights}} --model-dir {{scratch}}/m", 1,
+    Row("export hostile weights", "tools/export_model.py --pretrained {evil_weights} --model-dir {scratch}/m", 1,
         rf"error: .*evil\.pdparams: it asks to run {HOSTILE_GLOBAL}.*"),
-    Row("export truncated weights", f"tools/export_model.py --pretrained {{truncated_weights}} --model-dir "
+    Row("export truncated weights", "tools/export_model.py --pretrained {truncated_weights} --model-dir "
         "{scratch}/m", 1, r"error: --pretrained: cannot read .*truncated\.pdparams: truncated .*"),
-    Row("export over a directory that is not an export", f"tools/export_model.py --pretrained {{weights}} "
+    Row("export over a directory that is not an export", "tools/export_model.py --pretrained {weights} "
         "--model-dir {precious_dir}", 1,
         r"error: --model-dir: .*precious holds files an export does not write \(notes\.txt\); .*"),
-    Row("export --crop-size 10", f"tools/export_model.py --pretrained {{weights}} --crop-size 10 --model-dir "
+    Row("export --crop-size 10", "tools/export_model.py --pretrained {weights} --crop-size 10 --model-dir "
         "{scratch}/m", 2, r"error: argument --crop-size/--img-size: must be at least 63, got 10 .*"),
     # tools/quantize_model.py
-    Row("quantize missing model dir", f"tools/quantize_model.py --model-dir {{scratch}}/none --calib-data {{data}}/val "
+    Row("quantize missing model dir", "tools/quantize_model.py --model-dir {scratch}/none --calib-data {data}/val "
         "--output {scratch}/int8", 1, r"error: --model-dir.*none.*"),
-    Row("quantize truncated onnx", f"tools/quantize_model.py --model-dir {{truncated_model}} --calib-data {{data}}/val "
+    Row("quantize truncated onnx", "tools/quantize_model.py --model-dir {truncated_model} --calib-data {data}/val "
         "--output {scratch}/int8", 1, r"error: .*inference\.onnx.*"),
-    Row("quantize --calib-count 0", f"tools/quantize_model.py --model-dir {{model}} --calib-data {{data}}/val "
+    Row("quantize --calib-count 0", "tools/quantize_model.py --model-dir {model} --calib-data {data}/val "
         "--calib-count 0 --output {scratch}/int8", 2, r"error: argument --calib-count: .*"),
     # the batch runners
     Row("infer missing model dir", f"deploy/py_inference/infer.py --model-dir {{scratch}}/none {CPU}", 1,
         r"error: --model-dir.*none.*"),
     Row("infer truncated weights", f"deploy/py_inference/infer.py --model-dir {{truncated_model}} {CPU}", 1,
         r"error: .*inference\.pdiparams.*"),
-    Row("infer --batch-size 0", f"deploy/py_inference/infer.py --model-dir {{model}} --batch-size 0", 2,
+    Row("infer --batch-size 0", "deploy/py_inference/infer.py --model-dir {model} --batch-size 0", 2,
         r"error: argument --batch-size: .*"),
     Row("infer no images", f"deploy/py_inference/infer.py --model-dir {{model}} --img-path {{empty_dir}} {CPU}", 1,
         r"error: .*no image.*"),
@@ -221,11 +220,11 @@ ROWS = [
         1, r"error: cannot decode image .*broken\.jpg: .*"),
     Row("infer SIGINT during start-up", f"tests/signal_at.py startup SIGINT deploy/py_inference/infer.py --model-dir "
         f"{{model}} {CPU}", 130, r"interrupted: stopped before the end"),
-    Row("onnx infer missing model dir", f"deploy/onnx/infer.py --model-dir {{scratch}}/none", 1,
+    Row("onnx infer missing model dir", "deploy/onnx/infer.py --model-dir {scratch}/none", 1,
         r"error: --model-dir.*none.*"),
-    Row("onnx infer truncated onnx", f"deploy/onnx/infer.py --model-dir {{truncated_model}}", 1,
+    Row("onnx infer truncated onnx", "deploy/onnx/infer.py --model-dir {truncated_model}", 1,
         r"error: .*inference\.onnx.*"),
-    Row("onnx infer --topk 0", f"deploy/onnx/infer.py --model-dir {{model}} --topk 0", 2,
+    Row("onnx infer --topk 0", "deploy/onnx/infer.py --model-dir {model} --topk 0", 2,
         r"error: argument --topk: .*"),
     # the service and its client
     Row("serve missing model dir", "deploy/py_serving/web_service.py --model-dir {scratch}/none --port 18999", 1,
